@@ -1,0 +1,210 @@
+//! The payload envelope: `{op, d, s, t}`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::OpCode;
+
+/// Largest frame a client may send; a larger one is closed by Discord with 4002.
+pub const MAX_OUTBOUND_BYTES: usize = 4096;
+
+/// A received payload. `d` stays raw JSON borrowed from the frame, so dispatch bodies
+/// are forwarded byte-for-byte and parsed only where a field is needed.
+#[derive(Debug, Deserialize)]
+pub struct Envelope<'a> {
+    /// The opcode.
+    #[serde(deserialize_with = "opcode")]
+    pub op: OpCode,
+    /// The sequence number; set only on dispatches.
+    #[serde(default)]
+    pub s: Option<u64>,
+    /// The event name; set only on dispatches.
+    #[serde(default, borrow)]
+    pub t: Option<Cow<'a, str>>,
+    /// The event data, untouched; `None` when absent or `null`.
+    #[serde(default, borrow)]
+    pub d: Option<&'a RawValue>,
+}
+
+/// Why a frame is not a gateway payload.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed gateway payload: {0}")]
+pub struct EnvelopeError(#[from] serde_json::Error);
+
+impl<'a> Envelope<'a> {
+    /// Parses one decoded frame. Any byte sequence is accepted without panicking.
+    pub fn parse(frame: &'a [u8]) -> Result<Self, EnvelopeError> {
+        Ok(serde_json::from_slice(frame)?)
+    }
+
+    /// Parses `d` into a typed body.
+    pub fn body<T: Deserialize<'a>>(&self) -> Result<T, EnvelopeError> {
+        let raw = self.d.map_or("null", RawValue::get);
+        Ok(serde_json::from_str(raw)?)
+    }
+}
+
+fn opcode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OpCode, D::Error> {
+    let code = u64::deserialize(deserializer)?;
+    u8::try_from(code)
+        .map(OpCode::from_code)
+        .map_err(|_| de::Error::custom(format!("opcode {code} out of range")))
+}
+
+/// A serialized frame ready to send: `{"op":N,"d":…}` of at most 4096 bytes.
+///
+/// `Debug` shows only the opcode and size, because IDENTIFY and RESUME frames carry the
+/// bot token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Outbound {
+    op: OpCode,
+    json: String,
+}
+
+/// Why a payload cannot be sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OutboundError {
+    /// The frame would exceed Discord's 4096-byte limit.
+    #[error("payload is {size} bytes, over the gateway limit of {MAX_OUTBOUND_BYTES}")]
+    TooLarge {
+        /// Serialized size in bytes.
+        size: usize,
+    },
+    /// The body could not be serialized.
+    #[error("payload cannot be serialized: {0}")]
+    Serialize(String),
+}
+
+#[derive(Serialize)]
+struct Frame<'a, T> {
+    op: u8,
+    d: &'a T,
+}
+
+impl Outbound {
+    /// Serializes `d` under `op`, refusing frames over [`MAX_OUTBOUND_BYTES`].
+    pub fn new<T: Serialize>(op: OpCode, d: &T) -> Result<Self, OutboundError> {
+        let json = serde_json::to_string(&Frame { op: op.code(), d })
+            .map_err(|err| OutboundError::Serialize(err.to_string()))?;
+        if json.len() > MAX_OUTBOUND_BYTES {
+            return Err(OutboundError::TooLarge { size: json.len() });
+        }
+        Ok(Self { op, json })
+    }
+
+    /// A heartbeat carrying the last sequence received (`null` before any dispatch).
+    #[must_use]
+    pub fn heartbeat(seq: Option<u64>) -> Self {
+        let json = match seq {
+            Some(seq) => format!(r#"{{"op":1,"d":{seq}}}"#),
+            None => r#"{"op":1,"d":null}"#.to_owned(),
+        };
+        Self {
+            op: OpCode::Heartbeat,
+            json,
+        }
+    }
+
+    /// The opcode of the frame.
+    #[must_use]
+    pub fn op(&self) -> OpCode {
+        self.op
+    }
+
+    /// The frame text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.json
+    }
+
+    /// The frame text, owned.
+    #[must_use]
+    pub fn into_string(self) -> String {
+        self.json
+    }
+
+    /// Size of the frame in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    /// Whether the frame is empty (never true for a constructed frame).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+}
+
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbound")
+            .field("op", &self.op)
+            .field("bytes", &self.json.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Envelope, MAX_OUTBOUND_BYTES, OpCode, Outbound, OutboundError};
+
+    #[test]
+    fn dispatch_keeps_d_verbatim() {
+        let frame = br#"{"t":"MESSAGE_CREATE","s":42,"op":0,"d":{"content":"hi \u00e9","n":1.50}}"#;
+        let env = Envelope::parse(frame).expect("valid frame");
+        assert_eq!(env.op, OpCode::Dispatch);
+        assert_eq!(env.s, Some(42));
+        assert_eq!(env.t.as_deref(), Some("MESSAGE_CREATE"));
+        assert_eq!(
+            env.d.map(|d| d.get()),
+            Some(r#"{"content":"hi \u00e9","n":1.50}"#)
+        );
+    }
+
+    #[test]
+    fn null_fields_and_unknown_ops_parse() {
+        let env = Envelope::parse(br#"{"op":200,"d":null,"s":null,"t":null,"_trace":[1]}"#)
+            .expect("valid frame");
+        assert_eq!(env.op, OpCode::Unknown(200));
+        assert!(env.d.is_none() && env.s.is_none() && env.t.is_none());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for frame in [
+            &b"not json"[..],
+            b"{}",
+            br#"{"op":-1}"#,
+            br#"{"op":256}"#,
+            b"\xff\xfe",
+        ] {
+            assert!(Envelope::parse(frame).is_err());
+        }
+    }
+
+    #[test]
+    fn heartbeat_frames() {
+        assert_eq!(Outbound::heartbeat(None).as_str(), r#"{"op":1,"d":null}"#);
+        assert_eq!(
+            Outbound::heartbeat(Some(251)).as_str(),
+            r#"{"op":1,"d":251}"#
+        );
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let big = "x".repeat(MAX_OUTBOUND_BYTES);
+        let err = Outbound::new(OpCode::PresenceUpdate, &big).expect_err("too large");
+        assert!(matches!(err, OutboundError::TooLarge { size } if size > MAX_OUTBOUND_BYTES));
+        let fits = "x".repeat(MAX_OUTBOUND_BYTES - r#"{"op":3,"d":""}"#.len());
+        assert_eq!(
+            Outbound::new(OpCode::PresenceUpdate, &fits).map(|o| o.len()),
+            Ok(MAX_OUTBOUND_BYTES)
+        );
+    }
+}
