@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(env.s, Some(42));
         assert_eq!(env.t.as_deref(), Some("MESSAGE_CREATE"));
         assert_eq!(
-            env.d.map(|d| d.get()),
+            env.d.map(serde_json::value::RawValue::get),
             Some(r#"{"content":"hi \u00e9","n":1.50}"#)
         );
     }

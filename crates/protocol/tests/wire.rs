@@ -1,4 +1,5 @@
 //! Golden-fixture and transport-compression tests of the wire format.
+#![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
 use std::fs;
 use std::path::PathBuf;

@@ -1,0 +1,256 @@
+//! Session states.
+
+use std::fmt;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use shardkeeper_protocol::Decoder;
+
+use crate::heartbeat::Heartbeat;
+use crate::limiter::SendLimiter;
+use crate::ResumeInfo;
+use shardkeeper_protocol::Outbound;
+
+/// A copyable snapshot of the state, for the admin API and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// Not started.
+    Idle,
+    /// Opening the WebSocket.
+    Connecting,
+    /// Connected, waiting for HELLO.
+    AwaitingHello,
+    /// Waiting for an identify permit or for READY.
+    Identifying,
+    /// RESUME sent, waiting for RESUMED.
+    Resuming,
+    /// Receiving events.
+    Ready,
+    /// Waiting before the next connection attempt.
+    Reconnecting,
+    /// Stopped by the operator.
+    Stopped,
+    /// Closed with a fatal code; not retried.
+    Failed,
+}
+
+impl StateKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [Self; 9] = [
+        Self::Idle,
+        Self::Connecting,
+        Self::AwaitingHello,
+        Self::Identifying,
+        Self::Resuming,
+        Self::Ready,
+        Self::Reconnecting,
+        Self::Stopped,
+        Self::Failed,
+    ];
+
+    /// The name used by the admin API and metrics (`awaiting_hello` reports as
+    /// `connecting`).
+    #[must_use]
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Connecting | Self::AwaitingHello => "connecting",
+            Self::Identifying => "identifying",
+            Self::Resuming => "resuming",
+            Self::Ready => "ready",
+            Self::Reconnecting => "reconnecting",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.api_name())
+    }
+}
+
+/// Where the next connection goes and what it sends after HELLO.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The gateway URL, IDENTIFY with a permit.
+    Identify,
+    /// `resume_gateway_url`, RESUME.
+    Resume {
+        resume: ResumeInfo,
+        failed_connects: u32,
+    },
+}
+
+impl Target {
+    pub(crate) fn new(resume: Option<ResumeInfo>) -> Self {
+        resume.map_or(Self::Identify, |resume| Self::Resume {
+            resume,
+            failed_connects: 0,
+        })
+    }
+
+    pub(crate) fn into_resume(self) -> Option<ResumeInfo> {
+        match self {
+            Self::Identify => None,
+            Self::Resume { resume, .. } => Some(resume),
+        }
+    }
+}
+
+/// An open WebSocket before HELLO.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) decoder: Decoder,
+    pub(crate) limiter: SendLimiter,
+}
+
+/// A frame waiting for a send slot: heartbeats are built when they leave, so they carry
+/// the sequence of that moment.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    Heartbeat,
+    Frame(Outbound),
+}
+
+/// An open WebSocket after HELLO.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) conn: Conn,
+    pub(crate) heartbeat: Heartbeat,
+    /// Heartbeats, IDENTIFY and RESUME waiting for the limiter.
+    pub(crate) priority: std::collections::VecDeque<Pending>,
+    /// When the limiter has a slot for what is still queued.
+    pub(crate) blocked_until: Option<Instant>,
+}
+
+/// Where an IDENTIFY stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Permit {
+    Waiting,
+    Used,
+}
+
+#[derive(Debug, Default)]
+pub(crate) enum State {
+    #[default]
+    Poisoned,
+    Idle {
+        resume: Option<ResumeInfo>,
+    },
+    Connecting {
+        target: Target,
+        deadline: Instant,
+    },
+    AwaitingHello {
+        target: Target,
+        deadline: Instant,
+        conn: Conn,
+    },
+    Identifying {
+        link: Link,
+        permit: Permit,
+        seq: Option<u64>,
+    },
+    Resuming {
+        link: Link,
+        resume: ResumeInfo,
+        replayed: u64,
+    },
+    Ready {
+        link: Link,
+        resume: ResumeInfo,
+    },
+    Reconnecting {
+        until: Instant,
+        target: Target,
+    },
+    Stopped {
+        resume: Option<ResumeInfo>,
+    },
+    Failed {
+        code: u16,
+    },
+}
+
+impl State {
+    pub(crate) fn kind(&self) -> StateKind {
+        match self {
+            Self::Poisoned | Self::Idle { .. } => StateKind::Idle,
+            Self::Connecting { .. } => StateKind::Connecting,
+            Self::AwaitingHello { .. } => StateKind::AwaitingHello,
+            Self::Identifying { .. } => StateKind::Identifying,
+            Self::Resuming { .. } => StateKind::Resuming,
+            Self::Ready { .. } => StateKind::Ready,
+            Self::Reconnecting { .. } => StateKind::Reconnecting,
+            Self::Stopped { .. } => StateKind::Stopped,
+            Self::Failed { .. } => StateKind::Failed,
+        }
+    }
+
+    /// The session this state holds, if any.
+    pub(crate) fn resume(&self) -> Option<&ResumeInfo> {
+        match self {
+            Self::Idle { resume } | Self::Stopped { resume } => resume.as_ref(),
+            Self::Connecting { target, .. }
+            | Self::AwaitingHello { target, .. }
+            | Self::Reconnecting { target, .. } => match target {
+                Target::Identify => None,
+                Target::Resume { resume, .. } => Some(resume),
+            },
+            Self::Resuming { resume, .. } | Self::Ready { resume, .. } => Some(resume),
+            Self::Poisoned | Self::Identifying { .. } | Self::Failed { .. } => None,
+        }
+    }
+
+    /// Moves the session out of a state that is being left.
+    pub(crate) fn into_resume(self) -> Option<ResumeInfo> {
+        match self {
+            Self::Idle { resume } | Self::Stopped { resume } => resume,
+            Self::Connecting { target, .. }
+            | Self::AwaitingHello { target, .. }
+            | Self::Reconnecting { target, .. } => target.into_resume(),
+            Self::Resuming { resume, .. } | Self::Ready { resume, .. } => Some(resume),
+            Self::Poisoned | Self::Identifying { .. } | Self::Failed { .. } => None,
+        }
+    }
+
+    /// Whether a socket is open or being opened.
+    pub(crate) fn has_socket(&self) -> bool {
+        matches!(
+            self,
+            Self::Connecting { .. }
+                | Self::AwaitingHello { .. }
+                | Self::Identifying { .. }
+                | Self::Resuming { .. }
+                | Self::Ready { .. }
+        )
+    }
+
+    pub(crate) fn link_mut(&mut self) -> Option<&mut Link> {
+        match self {
+            Self::Identifying { link, .. } | Self::Resuming { link, .. } | Self::Ready { link, .. } => {
+                Some(link)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn decoder_mut(&mut self) -> Option<&mut Decoder> {
+        match self {
+            Self::AwaitingHello { conn, .. } => Some(&mut conn.decoder),
+            other => other.link_mut().map(|link| &mut link.conn.decoder),
+        }
+    }
+
+    /// The sequence a heartbeat carries now.
+    pub(crate) fn heartbeat_seq(&self) -> Option<u64> {
+        match self {
+            Self::Identifying { seq, .. } => *seq,
+            Self::Resuming { resume, .. } | Self::Ready { resume, .. } => Some(resume.seq),
+            _ => None,
+        }
+    }
+}
