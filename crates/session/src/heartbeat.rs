@@ -75,7 +75,10 @@ mod tests {
         assert!(hb.beat(t1));
         assert!(!hb.beat(t1), "a queued beat is not queued twice");
         hb.sent(t1);
-        assert_eq!(hb.acked(t1 + Duration::from_millis(40)), Some(Duration::from_millis(40)));
+        assert_eq!(
+            hb.acked(t1 + Duration::from_millis(40)),
+            Some(Duration::from_millis(40))
+        );
         let t2 = hb.next_beat();
         assert_eq!(t2, t1 + interval);
         assert!(hb.beat(t2));

@@ -39,7 +39,9 @@ mod session;
 mod state;
 
 pub use config::{SessionConfig, Timing};
-pub use event::{Action, ClientPayload, Command, CommandError, Dispatch, Input, Notice, ResumeInfo};
+pub use event::{
+    Action, ClientPayload, Command, CommandError, Dispatch, Input, Notice, ResumeInfo,
+};
 pub use limiter::{SEND_BUDGET, SEND_WINDOW, SendClass, SendLimiter};
 pub use schedule::{
     BucketStatus, IdentifySchedule, ScheduleConfig, ScheduleSnapshot, ScheduleStatus,

@@ -114,7 +114,12 @@ mod tests {
     fn max_in_window(sent: &[Instant]) -> usize {
         sent.iter()
             .enumerate()
-            .map(|(i, &t)| sent[i..].iter().take_while(|&&u| u < t + SEND_WINDOW).count())
+            .map(|(i, &t)| {
+                sent[i..]
+                    .iter()
+                    .take_while(|&&u| u < t + SEND_WINDOW)
+                    .count()
+            })
             .max()
             .unwrap_or(0)
     }
@@ -134,12 +139,19 @@ mod tests {
             now += Duration::from_millis(10);
         }
         assert!(max_in_window(&sent) <= SEND_BUDGET as usize);
-        assert!(max_in_window(&sent) >= 115, "the budget is nearly fully usable");
+        assert!(
+            max_in_window(&sent) >= 115,
+            "the budget is nearly fully usable"
+        );
     }
 
     #[test]
     fn general_traffic_leaves_the_reserve_untouched() {
-        let sent = saturate(SendClass::General, Duration::from_secs(120), Duration::from_millis(50));
+        let sent = saturate(
+            SendClass::General,
+            Duration::from_secs(120),
+            Duration::from_millis(50),
+        );
         assert!(max_in_window(&sent) <= 102);
         let start = Instant::now();
         let mut limiter = SendLimiter::new(start);

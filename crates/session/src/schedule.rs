@@ -158,8 +158,7 @@ impl IdentifySchedule {
         wall_ms: u64,
     ) -> Self {
         let reset_after = Duration::from_millis(snapshot.reset_at_ms.saturating_sub(wall_ms));
-        let mut schedule =
-            Self::new(config, snapshot.total, snapshot.remaining, reset_after, now);
+        let mut schedule = Self::new(config, snapshot.total, snapshot.remaining, reset_after, now);
         let same_shape = snapshot.last_grants_ms.len() == schedule.buckets.len();
         let newest = snapshot.last_grants_ms.iter().flatten().max().copied();
         let period = config.period();
@@ -316,9 +315,7 @@ impl IdentifySchedule {
     }
 
     fn next_grant(&self, bucket: &Bucket) -> Instant {
-        let paced = bucket
-            .last_grant
-            .map(|last| last + self.config.period());
+        let paced = bucket.last_grant.map(|last| last + self.config.period());
         match (paced, bucket.hold_until) {
             (Some(a), Some(b)) => a.max(b),
             (Some(at), None) | (None, Some(at)) => at,

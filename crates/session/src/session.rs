@@ -127,10 +127,9 @@ impl ShardSession {
                 let beat = link.heartbeat.next_beat();
                 Some(link.blocked_until.map_or(beat, |at| at.min(beat)))
             }
-            State::Poisoned
-            | State::Idle { .. }
-            | State::Stopped { .. }
-            | State::Failed { .. } => None,
+            State::Poisoned | State::Idle { .. } | State::Stopped { .. } | State::Failed { .. } => {
+                None
+            }
         }
     }
 

@@ -6,9 +6,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use shardkeeper_protocol::Decoder;
 
+use crate::ResumeInfo;
 use crate::heartbeat::Heartbeat;
 use crate::limiter::SendLimiter;
-use crate::ResumeInfo;
 use shardkeeper_protocol::Outbound;
 
 /// A copyable snapshot of the state, for the admin API and metrics.
@@ -231,9 +231,9 @@ impl State {
 
     pub(crate) fn link_mut(&mut self) -> Option<&mut Link> {
         match self {
-            Self::Identifying { link, .. } | Self::Resuming { link, .. } | Self::Ready { link, .. } => {
-                Some(link)
-            }
+            Self::Identifying { link, .. }
+            | Self::Resuming { link, .. }
+            | Self::Ready { link, .. } => Some(link),
             _ => None,
         }
     }

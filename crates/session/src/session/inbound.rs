@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::value::RawValue;
-use shardkeeper_protocol::payload::{Hello, Identify, IdentifyProperties, Ready, Resume, UnavailableGuild};
+use shardkeeper_protocol::payload::{
+    Hello, Identify, IdentifyProperties, Ready, Resume, UnavailableGuild,
+};
 use shardkeeper_protocol::{Envelope, OpCode, Outbound};
 
 use super::ShardSession;
@@ -220,7 +222,9 @@ impl ShardSession {
                 *seq = Some(seq.map_or(dispatch.seq, |s| s.max(dispatch.seq)));
                 self.push(Action::Emit(dispatch));
             }
-            State::Resuming { resume, replayed, .. } => {
+            State::Resuming {
+                resume, replayed, ..
+            } => {
                 resume.seq = resume.seq.max(dispatch.seq);
                 let resumed = &*dispatch.t == "RESUMED";
                 if !resumed {

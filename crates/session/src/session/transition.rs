@@ -84,7 +84,10 @@ impl ShardSession {
             State::Connecting { target, .. } | State::AwaitingHello { target, .. } => target,
             other => Target::new(other.into_resume()),
         };
-        if let Target::Resume { failed_connects, .. } = &mut target {
+        if let Target::Resume {
+            failed_connects, ..
+        } = &mut target
+        {
             if never_ready {
                 *failed_connects += 1;
             }
@@ -252,9 +255,16 @@ impl ShardSession {
         self.connect(now, Target::new(old.into_resume()));
     }
 
-    pub(super) fn enqueue(&mut self, now: Instant, payload: &ClientPayload) -> Result<(), CommandError> {
+    pub(super) fn enqueue(
+        &mut self,
+        now: Instant,
+        payload: &ClientPayload,
+    ) -> Result<(), CommandError> {
         let state = self.state.kind();
-        if matches!(state, StateKind::Idle | StateKind::Stopped | StateKind::Failed) {
+        if matches!(
+            state,
+            StateKind::Idle | StateKind::Stopped | StateKind::Failed
+        ) {
             return Err(CommandError::NotRunning { state });
         }
         let frame = payload.encode()?;

@@ -1,0 +1,206 @@
+//! The identify schedule: buckets, windows, ordering, budget and restore.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use shardkeeper_session::{IdentifySchedule, ScheduleConfig};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn config(k: u32, window_ms: u64) -> ScheduleConfig {
+    ScheduleConfig {
+        max_concurrency: NonZeroU32::new(k).expect("non-zero"),
+        window: Duration::from_millis(window_ms),
+        margin: Duration::from_millis(window_ms / 100),
+    }
+}
+
+/// Runs the schedule by its own timer until every queued shard is granted.
+fn drain(schedule: &mut IdentifySchedule, mut now: Instant) -> Vec<(Instant, u32)> {
+    let mut grants = Vec::new();
+    while let Some(at) = schedule.poll_timeout() {
+        now = now.max(at);
+        while let Some(shard) = schedule.poll_grant(now) {
+            grants.push((now, shard));
+        }
+    }
+    grants
+}
+
+#[test]
+fn n_shards_in_k_buckets_take_ceil_n_over_k_windows() {
+    for (n, k) in [(64u32, 16u32), (32, 8), (10, 3), (5, 8), (1, 1), (100, 1)] {
+        let start = Instant::now();
+        let config = config(k, 5_000);
+        let mut schedule = IdentifySchedule::new(config, 1000, 1000, DAY, start);
+        for shard in 0..n {
+            schedule.request(shard);
+        }
+        let grants = drain(&mut schedule, start);
+        assert_eq!(grants.len(), n as usize);
+        let windows = n.div_ceil(k);
+        let last = grants.iter().map(|&(t, _)| t).max().expect("granted");
+        assert_eq!(last - start, config.period() * (windows - 1), "n={n} k={k}");
+    }
+}
+
+#[test]
+fn buckets_start_in_order_with_lower_ids_first() {
+    let start = Instant::now();
+    let mut schedule = IdentifySchedule::new(config(16, 5_000), 1000, 1000, DAY, start);
+    for shard in (0..32).rev() {
+        schedule.request(shard);
+    }
+    let grants = drain(&mut schedule, start);
+    let first: Vec<u32> = grants
+        .iter()
+        .filter(|&&(t, _)| t == start)
+        .map(|&(_, s)| s)
+        .collect();
+    assert_eq!(first, (0..16).collect::<Vec<_>>());
+    assert!(grants[16..].iter().all(|&(t, s)| t > start && s >= 16));
+}
+
+#[test]
+fn a_restart_waits_only_behind_its_own_bucket() {
+    let start = Instant::now();
+    let mut schedule = IdentifySchedule::new(config(4, 5_000), 1000, 1000, DAY, start);
+    for shard in 0..40 {
+        schedule.request(shard);
+    }
+    assert_eq!(schedule.poll_grant(start), Some(0));
+    // Shard 0 is ready, then needs a new session while 39 others still queue.
+    schedule.request(0);
+    let grants = drain(&mut schedule, start);
+    let zero = grants
+        .iter()
+        .find(|&&(_, s)| s == 0)
+        .expect("granted again");
+    let bucket_zero: Vec<u32> = grants
+        .iter()
+        .filter(|&&(_, s)| s % 4 == 0)
+        .map(|&(_, s)| s)
+        .collect();
+    assert_eq!(
+        bucket_zero.last(),
+        Some(&0),
+        "FIFO behind the start-up batch of its bucket"
+    );
+    assert!(zero.0 - start <= config(4, 5_000).period() * 10);
+    let other_buckets_done = grants
+        .iter()
+        .filter(|&&(_, s)| s % 4 != 0)
+        .map(|&(t, _)| t)
+        .max();
+    assert!(other_buckets_done <= Some(zero.0));
+}
+
+#[test]
+fn cancelled_requests_are_not_granted() {
+    let start = Instant::now();
+    let mut schedule = IdentifySchedule::new(config(1, 5_000), 1000, 1000, DAY, start);
+    schedule.request(0);
+    schedule.request(1);
+    assert!(schedule.cancel(0));
+    assert!(!schedule.cancel(0));
+    assert_eq!(schedule.poll_grant(start), Some(1));
+    assert_eq!(schedule.queued(), 0);
+}
+
+#[test]
+fn exhausted_budget_waits_for_the_reset() {
+    let start = Instant::now();
+    let reset_after = Duration::from_secs(60);
+    let mut schedule = IdentifySchedule::new(config(4, 5_000), 1000, 2, reset_after, start);
+    for shard in 0..4 {
+        schedule.request(shard);
+    }
+    assert_eq!(schedule.poll_grant(start), Some(0));
+    assert_eq!(schedule.poll_grant(start), Some(1));
+    assert_eq!(schedule.poll_grant(start), None);
+    assert_eq!(schedule.remaining(), 0);
+    assert_eq!(schedule.poll_timeout(), Some(start + reset_after));
+    assert_eq!(
+        schedule.poll_grant(start + reset_after.saturating_sub(Duration::from_millis(1))),
+        None
+    );
+    assert_eq!(schedule.poll_grant(start + reset_after), Some(2));
+    assert_eq!(schedule.remaining(), 999);
+}
+
+#[test]
+fn restored_snapshot_keeps_the_window_and_the_budget() {
+    let start = Instant::now();
+    let wall = 1_800_000_000_000u64;
+    let config = config(2, 5_000);
+    let mut before = IdentifySchedule::new(config, 1000, 10, DAY, start);
+    before.request(0);
+    before.request(1);
+    assert_eq!(before.poll_grant(start), Some(0));
+    assert_eq!(before.poll_grant(start), Some(1));
+    let snapshot = before.snapshot(start, wall);
+    assert_eq!(snapshot.remaining, 8);
+
+    // The process dies and restarts 1.2 s later.
+    let later = start + Duration::from_millis(1_200);
+    let mut after = IdentifySchedule::restore(config, &snapshot, later, wall + 1_200);
+    assert_eq!(after.remaining(), 8);
+    after.request(0);
+    after.request(1);
+    assert_eq!(after.poll_grant(later), None, "the window is still held");
+    let reopen = start + config.period();
+    assert_eq!(after.poll_timeout(), Some(reopen));
+    assert_eq!(
+        after.poll_grant(start + config.period().saturating_sub(Duration::from_millis(1))),
+        None
+    );
+    assert_eq!(after.poll_grant(reopen), Some(0));
+    assert_eq!(after.poll_grant(reopen), Some(1));
+
+    let json = serde_json::to_string(&snapshot).expect("serializes");
+    assert_eq!(
+        serde_json::from_str::<shardkeeper_session::ScheduleSnapshot>(&json).expect("parses"),
+        snapshot
+    );
+}
+
+#[test]
+fn restore_with_a_different_bucket_count_holds_every_bucket() {
+    let start = Instant::now();
+    let wall = 1_800_000_000_000u64;
+    let mut before = IdentifySchedule::new(config(2, 5_000), 1000, 10, DAY, start);
+    before.request(1);
+    assert_eq!(before.poll_grant(start), Some(1));
+    let snapshot = before.snapshot(start, wall);
+    let mut after = IdentifySchedule::restore(config(4, 5_000), &snapshot, start, wall);
+    for shard in 0..4 {
+        after.request(shard);
+    }
+    assert_eq!(after.poll_grant(start), None);
+}
+
+proptest! {
+    #[test]
+    fn never_two_grants_in_one_bucket_inside_a_window(
+        k in 1u32..8,
+        events in prop::collection::vec((0u32..40, 0u64..3_000, any::<bool>()), 1..200),
+    ) {
+        let config = config(k, 1_000);
+        let start = Instant::now();
+        let mut now = start;
+        let mut schedule = IdentifySchedule::new(config, 1000, 1000, DAY, start);
+        let mut last: HashMap<u32, Instant> = HashMap::new();
+        for (shard, wait, cancel) in events {
+            now += Duration::from_millis(wait);
+            if cancel { schedule.cancel(shard); } else { schedule.request(shard); }
+            while let Some(granted) = schedule.poll_grant(now) {
+                let bucket = granted % k;
+                if let Some(prev) = last.insert(bucket, now) {
+                    prop_assert!(now - prev >= config.window, "bucket {bucket} granted twice within a window");
+                }
+            }
+        }
+    }
+}
