@@ -95,7 +95,7 @@ impl Checker {
         match step {
             Step::Opened => self.session.handle(self.now, Input::Opened),
             Step::Hello(ms) => {
-                self.frame(&format!(r#"{{"op":10,"d":{{"heartbeat_interval":{ms}}}}}"#))
+                self.frame(&format!(r#"{{"op":10,"d":{{"heartbeat_interval":{ms}}}}}"#));
             }
             Step::Dispatch(t) => self.dispatch(t, r#"{"id":"5"}"#),
             Step::Ready => self.dispatch(
