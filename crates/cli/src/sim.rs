@@ -15,7 +15,12 @@ pub(crate) struct SimArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// The bot token the simulator accepts.
-    #[arg(long, env = "SHARDKEEPER_SIM_TOKEN", default_value = "sim-token", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SHARDKEEPER_SIM_TOKEN",
+        default_value = "sim-token",
+        hide_env_values = true
+    )]
     token: String,
     /// Recommended shard count returned by /gateway/bot.
     #[arg(long, default_value_t = 1)]
@@ -87,7 +92,10 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
     let sim = Sim::start(config).await.context("starting the simulator")?;
     println!("gateway  {}", sim.gateway_url());
     println!("api      {}", sim.api_base());
-    println!("stats    {}/sim/stats", sim.api_base().trim_end_matches("/api/v10"));
+    println!(
+        "stats    {}/sim/stats",
+        sim.api_base().trim_end_matches("/api/v10")
+    );
     tracing::info!(addr = %sim.addr(), "simulator running; Ctrl-C to stop");
     crate::shutdown_signal().await;
     let stats = sim.stats();

@@ -23,7 +23,12 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut options = Options { connections: 1000, rate: 100.0, seconds: 10, bytes: 512 };
+    let mut options = Options {
+        connections: 1000,
+        rate: 100.0,
+        seconds: 10,
+        bytes: 512,
+    };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
         match pair[0].as_str() {
@@ -39,12 +44,19 @@ fn options() -> Options {
 
 fn main() {
     let options = options();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(run(options));
 }
 
 async fn run(options: Options) {
-    let rate = if options.rate > 0.0 { options.rate } else { 100_000.0 };
+    let rate = if options.rate > 0.0 {
+        options.rate
+    } else {
+        100_000.0
+    };
     let sim = Sim::start(SimConfig {
         shards: options.connections,
         max_concurrency: options.connections,
@@ -89,18 +101,28 @@ async fn run(options: Options) {
     }
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (count0, bytes0, t0) = (received.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed), Instant::now());
+    let (count0, bytes0, t0) = (
+        received.load(Ordering::Relaxed),
+        bytes.load(Ordering::Relaxed),
+        Instant::now(),
+    );
     tokio::time::sleep(Duration::from_secs(options.seconds)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let events = received.load(Ordering::Relaxed) - count0;
     let volume = bytes.load(Ordering::Relaxed) - bytes0;
     let stats = sim.stats();
-    println!("| connections | requested/s per conn | all connected after | received events/s | MiB/s | open connections | violations |");
+    println!(
+        "| connections | requested/s per conn | all connected after | received events/s | MiB/s | open connections | violations |"
+    );
     println!("|---|---|---|---|---|---|---|");
     println!(
         "| {} | {} | {:.2} s | {:.0} | {:.1} | {} | {} |",
         options.connections,
-        if options.rate > 0.0 { format!("{rate}") } else { "max".into() },
+        if options.rate > 0.0 {
+            format!("{rate}")
+        } else {
+            "max".into()
+        },
         connect_time.as_secs_f64(),
         events as f64 / elapsed,
         volume as f64 / elapsed / 1_048_576.0,

@@ -28,6 +28,8 @@ pub fn guild_ids(shard: u32, total: u32, count: u32) -> Vec<u64> {
 #[derive(Debug)]
 pub(crate) struct SessionRecord {
     pub(crate) id: String,
+    /// Order of creation.
+    pub(crate) index: u64,
     pub(crate) shard: u32,
     pub(crate) total: u32,
     pub(crate) guilds: Vec<u64>,
@@ -53,6 +55,7 @@ impl SessionRecord {
     ) -> Self {
         Self {
             id,
+            index: 0,
             shard,
             total,
             guilds: guild_ids(shard, total, guilds_per_shard),

@@ -100,6 +100,8 @@ pub struct BucketStats {
 /// Every session the simulator started, with the last sequence it sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSummary {
+    /// Order of creation across the simulator (0 first).
+    pub index: u64,
     /// Session id.
     pub session_id: String,
     /// Shard.

@@ -189,6 +189,7 @@ impl World {
             self.config.guilds_per_shard,
         );
         record.owner = Some(conn);
+        record.index = inner.sessions.len() as u64;
         let session = Arc::new(Mutex::new(record));
         inner.sessions.insert(id.clone(), Arc::clone(&session));
         let stats = inner.shards.entry(shard).or_default();
@@ -345,13 +346,14 @@ impl World {
             .map(|s| {
                 let record = lock(s);
                 SessionSummary {
+                    index: record.index,
                     session_id: record.id.clone(),
                     shard: record.shard,
                     last_seq: record.last_seq(),
                 }
             })
             .collect();
-        sessions.sort_by(|a, b| (a.shard, &a.session_id).cmp(&(b.shard, &b.session_id)));
+        sessions.sort_by_key(|s| (s.shard, s.index));
         for summary in &sessions {
             if let Some(stats) = shards.get_mut(&summary.shard)
                 && stats.session_id.as_deref() == Some(summary.session_id.as_str())

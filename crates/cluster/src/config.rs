@@ -1,0 +1,110 @@
+//! Typed configuration of a cluster (the `cli` crate builds it from TOML and env).
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shardkeeper_protocol::payload::PresenceUpdate;
+use shardkeeper_protocol::{Compression, Intents, Token};
+use shardkeeper_session::Timing;
+
+/// Discord's REST base.
+pub const DISCORD_API_BASE: &str = "https://discord.com/api/v10";
+
+/// A number from configuration, or "ask `/gateway/bot`".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auto {
+    /// Use Discord's recommendation.
+    Auto,
+    /// Use this value.
+    Fixed(u32),
+}
+
+/// Which shard ids this process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardIds {
+    /// `0..total`.
+    All,
+    /// A half-open range.
+    Range(Range<u32>),
+}
+
+/// When a shard is parked as quarantined instead of reconnecting again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuarantinePolicy {
+    /// Failed sessions within `window` that quarantine a shard; 0 disables quarantine.
+    pub failures: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+impl Default for QuarantinePolicy {
+    fn default() -> Self {
+        Self {
+            failures: 10,
+            window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything a cluster needs.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The bot token.
+    pub token: Token,
+    /// REST base for `/gateway/bot`.
+    pub api_base: String,
+    /// Gateway intents.
+    pub intents: Intents,
+    /// Transport compression.
+    pub compression: Compression,
+    /// `large_threshold` of IDENTIFY.
+    pub large_threshold: u16,
+    /// Presence sent in IDENTIFY.
+    pub presence: Option<PresenceUpdate>,
+    /// Extra PEM root for `wss://`/`https://`.
+    pub ca_file: Option<PathBuf>,
+    /// Shard count.
+    pub total: Auto,
+    /// Shards run by this process.
+    pub ids: ShardIds,
+    /// Identify buckets.
+    pub max_concurrency: Auto,
+    /// One IDENTIFY per bucket per window.
+    pub identify_window: Duration,
+    /// Added to the window for safety.
+    pub identify_margin: Duration,
+    /// Session timeouts and backoff.
+    pub timing: Timing,
+    /// Crash-loop protection.
+    pub quarantine: QuarantinePolicy,
+    /// Stored sessions older than this are not resumed.
+    pub session_max_age: Duration,
+    /// Threads running shard actors; 0 means one per core.
+    pub threads: usize,
+}
+
+impl ClusterConfig {
+    /// Discord's defaults for everything but the token.
+    #[must_use]
+    pub fn new(token: Token) -> Self {
+        Self {
+            token,
+            api_base: DISCORD_API_BASE.to_owned(),
+            intents: Intents::GUILDS | Intents::GUILD_MESSAGES,
+            compression: Compression::ZlibStream,
+            large_threshold: 250,
+            presence: None,
+            ca_file: None,
+            total: Auto::Auto,
+            ids: ShardIds::All,
+            max_concurrency: Auto::Auto,
+            identify_window: Duration::from_secs(5),
+            identify_margin: Duration::from_millis(50),
+            timing: Timing::default(),
+            quarantine: QuarantinePolicy::default(),
+            session_max_age: Duration::from_secs(300),
+            threads: 0,
+        }
+    }
+}

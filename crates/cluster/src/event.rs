@@ -1,0 +1,105 @@
+//! Dispatch events as they leave a shard.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use shardkeeper_session::Dispatch;
+
+/// One dispatch received by one shard. `d` is byte-for-byte what Discord sent.
+pub struct Event {
+    /// Shard id.
+    pub shard: u32,
+    /// Sequence number on the shard's session.
+    pub seq: u64,
+    /// Event name.
+    pub t: Box<str>,
+    /// Event data, unparsed.
+    pub d: Box<RawValue>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("shard", &self.shard)
+            .field("seq", &self.seq)
+            .field("t", &self.t)
+            .field("bytes", &self.d.get().len())
+            .finish()
+    }
+}
+
+impl Event {
+    pub(crate) fn new(shard: u32, dispatch: Dispatch) -> Self {
+        Self {
+            shard,
+            seq: dispatch.seq,
+            t: dispatch.t,
+            d: dispatch.d,
+        }
+    }
+
+    /// The NDJSON event line (without the newline):
+    /// `{"shard":3,"seq":42,"t":"MESSAGE_CREATE","d":{…}}`, built from the envelope fields
+    /// and the raw body without parsing it.
+    #[must_use]
+    pub fn to_line(&self) -> String {
+        let mut line = String::with_capacity(self.d.get().len() + self.t.len() + 48);
+        self.write_line(&mut line);
+        line
+    }
+
+    /// Appends the event line and a newline to `out`.
+    pub fn write_line(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        // Event names are upper-case ASCII identifiers; escape anyway so a hostile name
+        // can never break the line format.
+        let t = serde_json::to_string(&*self.t).unwrap_or_else(|_| "\"\"".to_owned());
+        let _ = write!(
+            out,
+            r#"{{"shard":{},"seq":{},"t":{t},"d":{}}}"#,
+            self.shard,
+            self.seq,
+            self.d.get()
+        );
+    }
+
+    /// Parses `d` into a typed view, for the few events a bot inspects.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.d.get())
+    }
+
+    /// The `guild_id` of the event, if it has one (parses `d`).
+    #[must_use]
+    pub fn guild_id(&self) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct GuildOf {
+            guild_id: Option<shardkeeper_protocol::Snowflake>,
+        }
+        self.parse::<GuildOf>().ok()?.guild_id.map(|g| g.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::Event;
+
+    #[test]
+    fn line_keeps_d_verbatim() {
+        let d = RawValue::from_string(r#"{"guild_id":"41771983423143937", "x":1.50}"#.to_owned())
+            .expect("valid json");
+        let event = Event {
+            shard: 3,
+            seq: 42,
+            t: "MESSAGE_CREATE".into(),
+            d,
+        };
+        assert_eq!(
+            event.to_line(),
+            r#"{"shard":3,"seq":42,"t":"MESSAGE_CREATE","d":{"guild_id":"41771983423143937", "x":1.50}}"#
+        );
+        assert_eq!(event.guild_id(), Some(41_771_983_423_143_937));
+    }
+}

@@ -1,0 +1,283 @@
+//! `ClusterHandle`: what an embedding program or the admin API holds.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use actix::prelude::*;
+use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers, VoiceStateUpdate};
+use shardkeeper_protocol::shard_for_guild;
+use shardkeeper_session::{ClientPayload, Command, CommandError};
+use tokio::sync::oneshot;
+
+use crate::cluster::{StandDown, Supervisor};
+use crate::coordinator::{IdentifyCoordinator, IdentifyStatus, StatusCell};
+use crate::members::{MembersError, MembersResult};
+use crate::registry::{Registry, ShardSnapshot, ShardState};
+use crate::rest::RestError;
+use crate::shard::{RequestMembers, Retire, Shard, ShardCommand};
+use crate::store::{SessionStore, StoreError};
+use crate::tls::TlsError;
+
+/// How long a member request waits for its last chunk.
+const MEMBERS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a rolling restart waits for one shard to be Ready again.
+const ROLLING_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Invalid configuration.
+    #[error("invalid cluster configuration: {0}")]
+    Config(String),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// `/gateway/bot` failed.
+    #[error(transparent)]
+    Rest(#[from] RestError),
+    /// The session store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This process does not run that shard.
+    #[error("shard {0} is not run by this process")]
+    NotOwned(u32),
+    /// The shard refused the command.
+    #[error("shard {shard}: {source}")]
+    Command {
+        /// Shard id.
+        shard: u32,
+        /// Why.
+        source: CommandError,
+    },
+    /// The shard's actor is restarting; try again.
+    #[error("shard {0} is restarting; try again")]
+    Unavailable(u32),
+    /// A member request failed.
+    #[error(transparent)]
+    Members(#[from] MembersError),
+    /// A member request got no complete answer in time.
+    #[error("no complete member list within {0:?}")]
+    Timeout(Duration),
+}
+
+struct Inner {
+    registry: Arc<Registry>,
+    identify: StatusCell,
+    supervisor: Addr<Supervisor>,
+    coordinator: Addr<IdentifyCoordinator>,
+    store: Arc<dyn SessionStore>,
+    total: NonZeroU32,
+    arbiters: std::sync::Mutex<Vec<Arbiter>>,
+}
+
+/// A running cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ClusterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterHandle")
+            .field("total", &self.inner.total)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterHandle {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        identify: StatusCell,
+        supervisor: Addr<Supervisor>,
+        coordinator: Addr<IdentifyCoordinator>,
+        store: Arc<dyn SessionStore>,
+        total: u32,
+        arbiters: Vec<Arbiter>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                identify,
+                supervisor,
+                coordinator,
+                store,
+                total: NonZeroU32::new(total).unwrap_or(NonZeroU32::MIN),
+                arbiters: std::sync::Mutex::new(arbiters),
+            }),
+        }
+    }
+
+    /// The bot's shard count.
+    #[must_use]
+    pub fn total(&self) -> u32 {
+        self.inner.total.get()
+    }
+
+    /// The shard ids this process runs.
+    #[must_use]
+    pub fn ids(&self) -> Vec<u32> {
+        self.inner.registry.ids().collect()
+    }
+
+    /// Every owned shard.
+    #[must_use]
+    pub fn shards(&self) -> Vec<ShardSnapshot> {
+        self.inner.registry.snapshots()
+    }
+
+    /// One shard, if owned.
+    #[must_use]
+    pub fn shard(&self, id: u32) -> Option<ShardSnapshot> {
+        self.inner.registry.snapshot(id)
+    }
+
+    /// Whether every owned shard is Ready.
+    #[must_use]
+    pub fn all_ready(&self) -> bool {
+        self.shards().iter().all(|s| s.state == ShardState::Ready)
+    }
+
+    /// Buckets, queues, next grant times and the session start budget.
+    #[must_use]
+    pub fn identify_status(&self) -> Option<IdentifyStatus> {
+        self.inner
+            .identify
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The shard that owns a guild.
+    #[must_use]
+    pub fn shard_for_guild(&self, guild_id: u64) -> u32 {
+        shard_for_guild(guild_id, self.inner.total)
+    }
+
+    fn addr(&self, id: u32) -> Result<Addr<Shard>, ClusterError> {
+        let entry = self
+            .inner
+            .registry
+            .entry(id)
+            .ok_or(ClusterError::NotOwned(id))?;
+        entry.addr.clone().ok_or(ClusterError::Unavailable(id))
+    }
+
+    async fn command(&self, id: u32, command: Command) -> Result<(), ClusterError> {
+        let addr = self.addr(id)?;
+        addr.send(ShardCommand(command))
+            .await
+            .map_err(|_| ClusterError::Unavailable(id))?
+            .map_err(|source| ClusterError::Command { shard: id, source })
+    }
+
+    /// Reconnects a shard now: RESUME, or with `fresh` a new session by IDENTIFY.
+    pub async fn restart(&self, id: u32, fresh: bool) -> Result<(), ClusterError> {
+        self.command(id, Command::Restart { fresh }).await
+    }
+
+    /// Closes a shard with 4000 (its session stays resumable) and keeps it stopped.
+    pub async fn stop(&self, id: u32) -> Result<(), ClusterError> {
+        self.command(id, Command::Stop).await
+    }
+
+    /// Starts a stopped, quarantined or failed shard (resuming when possible).
+    pub async fn start(&self, id: u32) -> Result<(), ClusterError> {
+        self.command(id, Command::Start).await
+    }
+
+    /// Restarts every shard one after another, each resuming before the next goes, so
+    /// at most one shard is away at a time.
+    pub async fn rolling_restart(&self) -> Result<(), ClusterError> {
+        for id in self.ids() {
+            self.restart(id, false).await?;
+            let deadline = tokio::time::Instant::now() + ROLLING_STEP_TIMEOUT;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while self.shard(id).is_some_and(|s| s.state != ShardState::Ready)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a presence update to one shard, or to every owned shard. Returns how many
+    /// shards took it.
+    pub async fn presence(
+        &self,
+        shard: Option<u32>,
+        presence: PresenceUpdate,
+    ) -> Result<usize, ClusterError> {
+        let targets = match shard {
+            Some(id) => vec![id],
+            None => self.ids(),
+        };
+        for &id in &targets {
+            self.command(id, Command::Send(ClientPayload::Presence(presence.clone())))
+                .await?;
+        }
+        Ok(targets.len())
+    }
+
+    /// Sends a voice state update on the shard that owns the guild.
+    pub async fn voice_state(&self, update: VoiceStateUpdate) -> Result<u32, ClusterError> {
+        let id = self.shard_for_guild(update.guild_id.0);
+        self.command(id, Command::Send(ClientPayload::VoiceState(update)))
+            .await?;
+        Ok(id)
+    }
+
+    /// Requests guild members on the owning shard and waits for every chunk.
+    pub async fn request_members(
+        &self,
+        request: RequestGuildMembers,
+    ) -> Result<Vec<Box<serde_json::value::RawValue>>, ClusterError> {
+        let id = self.shard_for_guild(request.guild_id.0);
+        let addr = self.addr(id)?;
+        let (reply, done) = oneshot::channel::<MembersResult>();
+        addr.send(RequestMembers { request, reply })
+            .await
+            .map_err(|_| ClusterError::Unavailable(id))?
+            .map_err(|source| ClusterError::Command { shard: id, source })?;
+        match tokio::time::timeout(MEMBERS_TIMEOUT, done).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(MembersError::Interrupted.into()),
+            Err(_) => Err(ClusterError::Timeout(MEMBERS_TIMEOUT)),
+        }
+    }
+
+    /// Test-only: makes a shard's handler panic so the supervisor restarts it.
+    #[cfg(feature = "fault-injection")]
+    pub fn crash_shard(&self, id: u32) -> Result<(), ClusterError> {
+        self.addr(id)?.do_send(crate::shard::Crash);
+        Ok(())
+    }
+
+    /// Graceful shutdown: every shard closes with 4000 (its session stays resumable),
+    /// events received so far are delivered, the store is flushed, threads stop.
+    pub async fn shutdown(&self) -> Result<(), ClusterError> {
+        let _ = self.inner.supervisor.send(StandDown).await;
+        let retiring: Vec<_> = self
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.addr(id).ok())
+            .map(|addr| addr.send(Retire))
+            .collect();
+        futures_util::future::join_all(retiring).await;
+        self.inner.store.flush()?;
+        let arbiters = std::mem::take(
+            &mut *self
+                .inner
+                .arbiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+        let _ = &self.inner.coordinator;
+        tracing::info!("cluster stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,532 @@
+//! The `Shard` actor: a thin shell that owns one socket, one timer and one
+//! `ShardSession`, and performs the session's actions in order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use shardkeeper_protocol::CloseCode;
+use shardkeeper_protocol::payload::RequestGuildMembers;
+use shardkeeper_session::{
+    Action, ClientPayload, Command, CommandError, Input, Notice, ShardSession,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use crate::cluster::{ShardGone, ShardParams};
+use crate::coordinator::{CancelPermit, PermitGranted, RequestPermit};
+use crate::members::{MemberRequests, MembersResult};
+use crate::registry::{ShardSnapshot, ShardState};
+use crate::{Event, clock};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a closing connection may take to send its close frame at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// A frame (or the end) of connection number `epoch`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Inbound {
+    epoch: u64,
+    item: Option<Result<Message, WsError>>,
+}
+
+/// An operator or application command.
+#[derive(Message)]
+#[rtype(result = "Result<(), CommandError>")]
+pub(crate) struct ShardCommand(pub(crate) Command);
+
+/// A member request whose chunks come back through `reply`.
+#[derive(Message)]
+#[rtype(result = "Result<(), CommandError>")]
+pub(crate) struct RequestMembers {
+    pub(crate) request: RequestGuildMembers,
+    pub(crate) reply: oneshot::Sender<MembersResult>,
+}
+
+/// Close with 4000 (the session stays resumable) and stop the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Retire;
+
+/// Test-only: make the handler panic, to exercise the supervisor.
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Crash;
+
+struct Link {
+    writer: mpsc::UnboundedSender<Message>,
+    task: JoinHandle<()>,
+    reader: SpawnHandle,
+}
+
+/// One shard.
+pub(crate) struct Shard {
+    params: ShardParams,
+    session: ShardSession,
+    /// Number of the current connection; inputs of older ones are dropped.
+    epoch: u64,
+    link: Option<Link>,
+    connecting: Option<SpawnHandle>,
+    timer: Option<(Instant, SpawnHandle)>,
+    ticket: u64,
+    members: MemberRequests,
+    failures: VecDeque<Instant>,
+    quarantined: bool,
+    /// Writer tasks finishing a close handshake.
+    closing: Vec<JoinHandle<()>>,
+    /// Stopped on purpose: dropping it is not a crash.
+    retired: bool,
+}
+
+impl Shard {
+    pub(crate) fn new(params: ShardParams, session: ShardSession) -> Self {
+        Self {
+            params,
+            session,
+            epoch: 0,
+            link: None,
+            connecting: None,
+            timer: None,
+            ticket: 0,
+            members: MemberRequests::default(),
+            failures: VecDeque::new(),
+            quarantined: false,
+            closing: Vec::new(),
+            retired: false,
+        }
+    }
+
+    fn id(&self) -> u32 {
+        self.params.id
+    }
+
+    /// Performs the session's actions, publishes the snapshot and re-arms the timer.
+    fn after_input(&mut self, ctx: &mut Context<Self>) {
+        while let Some(action) = self.session.poll_action() {
+            self.perform(ctx, action);
+        }
+        self.publish();
+        self.rearm(ctx);
+    }
+
+    fn perform(&mut self, ctx: &mut Context<Self>, action: Action) {
+        let id = self.id();
+        match action {
+            Action::Connect { url, resuming } => self.connect(ctx, url, resuming),
+            Action::Send(frame) => {
+                if let Some(link) = &self.link {
+                    let _ = link.writer.send(Message::text(frame.into_string()));
+                }
+            }
+            Action::Close(code) => self.close(ctx, Some(code)),
+            Action::RequestPermit => {
+                self.ticket += 1;
+                self.params.coordinator.do_send(RequestPermit {
+                    shard: id,
+                    ticket: self.ticket,
+                    reply: ctx.address().recipient(),
+                });
+            }
+            Action::CancelPermit => self.params.coordinator.do_send(CancelPermit {
+                shard: id,
+                ticket: self.ticket,
+            }),
+            Action::Emit(dispatch) => {
+                let event = Arc::new(Event::new(id, dispatch));
+                if !self.members.is_empty() {
+                    self.members.observe(&event);
+                }
+                self.params.sinks.deliver(&event);
+            }
+            Action::Persist(info) => {
+                if let Err(err) = self.params.store.save_session(id, self.params.total, &info) {
+                    tracing::error!(shard = id, %err, "cannot persist the session");
+                }
+            }
+            Action::Forget => {
+                self.members.interrupt();
+                if let Err(err) = self.params.store.forget_session(id) {
+                    tracing::error!(shard = id, %err, "cannot delete the stored session");
+                }
+            }
+            Action::Changed(state) => tracing::debug!(shard = id, %state, "shard state changed"),
+            Action::Notice(notice) => self.on_notice(notice),
+        }
+    }
+
+    fn on_notice(&mut self, notice: Notice) {
+        let id = self.id();
+        match notice {
+            Notice::Identified { guilds } => tracing::info!(shard = id, guilds, "shard identified"),
+            Notice::Resumed { replayed } => tracing::info!(shard = id, replayed, "shard resumed"),
+            Notice::HeartbeatAck { .. } => {}
+            Notice::ZombieDetected => {
+                tracing::warn!(
+                    shard = id,
+                    "no heartbeat ack: zombie connection, reconnecting"
+                );
+                self.count_failure();
+            }
+            Notice::ReconnectRequested => tracing::info!(shard = id, "gateway asked to reconnect"),
+            Notice::InvalidSession { resumable } => {
+                tracing::warn!(shard = id, resumable, "gateway invalidated the session");
+            }
+            Notice::Disconnected {
+                code,
+                resumable,
+                retry_in,
+            } => {
+                let reason = code.map(|c| CloseCode(c).description());
+                tracing::warn!(
+                    shard = id,
+                    ?code,
+                    ?reason,
+                    resumable,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "shard disconnected"
+                );
+                self.count_failure();
+            }
+            Notice::Fatal { code } => tracing::error!(
+                shard = id,
+                code,
+                reason = CloseCode(code).description(),
+                "fatal close code; the shard stays failed until an operator restarts it"
+            ),
+            Notice::TimedOut { waiting_for } => {
+                tracing::warn!(shard = id, waiting_for, "gateway timed out");
+            }
+            Notice::ProtocolError { detail } => {
+                tracing::warn!(shard = id, %detail, "invalid payload from the gateway");
+            }
+            Notice::UnexpectedOpcode { op } => {
+                tracing::debug!(shard = id, op, "ignored unexpected opcode");
+            }
+            Notice::ResumeUrlUnreachable => {
+                tracing::warn!(
+                    shard = id,
+                    "resume URL unreachable; identifying a new session"
+                );
+            }
+        }
+    }
+
+    /// Parks the shard when its sessions keep failing.
+    fn count_failure(&mut self) {
+        let now = clock::now();
+        let policy = self.params.quarantine;
+        self.failures.push_back(now);
+        while self
+            .failures
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) > policy.window)
+        {
+            self.failures.pop_front();
+        }
+        if policy.failures > 0
+            && self.failures.len() >= policy.failures as usize
+            && !self.quarantined
+        {
+            tracing::error!(
+                shard = self.id(),
+                failures = self.failures.len(),
+                window_s = policy.window.as_secs(),
+                "shard quarantined after repeated failures"
+            );
+            self.quarantined = true;
+            let _ = self.session.command(clock::now(), Command::Stop);
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>, url: String, resuming: bool) {
+        self.drop_link(ctx);
+        let epoch = self.epoch;
+        let connector = Connector::Rustls(Arc::clone(&self.params.tls));
+        tracing::debug!(shard = self.id(), %url, resuming, "connecting");
+        let attempt = async move {
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
+                .await
+                .map(|(ws, _)| ws)
+        };
+        let handle = ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
+            if act.epoch != epoch {
+                return;
+            }
+            act.connecting = None;
+            let now = clock::now();
+            match result {
+                Ok(ws) => {
+                    act.attach(ctx, ws);
+                    act.session.handle(now, Input::Opened);
+                }
+                Err(err) => {
+                    tracing::warn!(shard = act.id(), %err, "cannot connect to the gateway");
+                    act.session.handle(now, Input::Closed(None));
+                }
+            }
+            act.after_input(ctx);
+        }));
+        self.connecting = Some(handle);
+    }
+
+    fn attach(&mut self, ctx: &mut Context<Self>, ws: Ws) {
+        let epoch = self.epoch;
+        let (sink, stream) = ws.split();
+        let frames = stream
+            .map(move |item| Inbound {
+                epoch,
+                item: Some(item),
+            })
+            .chain(futures_util::stream::once(async move {
+                Inbound { epoch, item: None }
+            }));
+        let reader = ctx.add_stream(frames);
+        let (writer, task) = spawn_writer(sink);
+        self.link = Some(Link {
+            writer,
+            task,
+            reader,
+        });
+    }
+
+    /// Ends the current connection: with a close frame if `code` is given, else by
+    /// dropping it. Inputs of the old connection are ignored from now on.
+    fn close(&mut self, ctx: &mut Context<Self>, code: Option<u16>) {
+        if let Some(link) = self.link.take() {
+            if let Some(code) = code {
+                let frame = CloseFrame {
+                    code: code.into(),
+                    reason: "".into(),
+                };
+                let _ = link.writer.send(Message::Close(Some(frame)));
+            }
+            ctx.cancel_future(link.reader);
+            self.closing.retain(|task| !task.is_finished());
+            self.closing.push(link.task);
+        }
+        self.drop_link(ctx);
+    }
+
+    fn drop_link(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.connecting.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(link) = self.link.take() {
+            ctx.cancel_future(link.reader);
+            link.task.abort();
+        }
+        self.epoch += 1;
+    }
+
+    fn rearm(&mut self, ctx: &mut Context<Self>) {
+        let next = self.session.poll_timeout();
+        if self.timer.as_ref().map(|(at, _)| *at) == next {
+            return;
+        }
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(at) = next {
+            let delay = at.saturating_duration_since(clock::now());
+            let handle = ctx.run_later(delay, |act, ctx| {
+                act.timer = None;
+                act.session.handle(clock::now(), Input::Timeout);
+                act.after_input(ctx);
+            });
+            self.timer = Some((at, handle));
+        }
+    }
+
+    fn publish(&self) {
+        let Some(mut entry) = self.params.registry.entry(self.id()) else {
+            return;
+        };
+        let stats = self.session.stats();
+        let carried = entry.carried.clone();
+        let resume = self.session.resume_info();
+        let session_id = match (&entry.snapshot.session_id, resume) {
+            (Some(old), Some(info)) if **old == *info.session_id => Some(Arc::clone(old)),
+            (_, info) => info.map(|i| Arc::clone(&i.session_id)),
+        };
+        entry.snapshot = ShardSnapshot {
+            id: self.id(),
+            state: ShardState::from_session(self.session.state(), self.quarantined),
+            latency_ms: stats
+                .latency
+                .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+            seq: self.session.seq(),
+            session_id,
+            resumable: resume.is_some(),
+            identifies: carried.identifies + stats.identifies,
+            resumes: carried.resumes + stats.resumes,
+            reconnects: carried.reconnects + stats.reconnects,
+            last_close_code: stats.last_close_code.or(carried.last_close_code),
+            guilds: stats.guilds,
+            zombies: carried.zombies + stats.zombies,
+            failed_code: self.session.failure_code(),
+            restarts: entry.snapshot.restarts,
+        };
+        entry.resume = resume.cloned();
+    }
+}
+
+fn spawn_writer(
+    mut sink: SplitSink<Ws, Message>,
+) -> (mpsc::UnboundedSender<Message>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let task = actix::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+    });
+    (tx, task)
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(mut entry) = self.params.registry.entry(self.id()) {
+            entry.addr = Some(ctx.address());
+        }
+        let _ = self.session.command(clock::now(), Command::Start);
+        self.after_input(ctx);
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        if !self.retired {
+            self.params
+                .supervisor
+                .do_send(ShardGone { id: self.params.id });
+        }
+    }
+}
+
+impl StreamHandler<Inbound> for Shard {
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) {
+        if inbound.epoch != self.epoch {
+            return;
+        }
+        let now = clock::now();
+        match inbound.item {
+            Some(Ok(Message::Text(text))) => {
+                self.session.handle(now, Input::Frame(text.as_bytes()));
+            }
+            Some(Ok(Message::Binary(bytes))) => self.session.handle(now, Input::Frame(&bytes)),
+            Some(Ok(Message::Close(frame))) => {
+                self.drop_link(ctx);
+                self.session
+                    .handle(now, Input::Closed(frame.map(|f| u16::from(f.code))));
+            }
+            Some(Ok(_)) => return,
+            Some(Err(err)) => {
+                tracing::debug!(shard = self.id(), %err, "gateway connection failed");
+                self.drop_link(ctx);
+                self.session.handle(now, Input::Closed(None));
+            }
+            None => {
+                self.drop_link(ctx);
+                self.session.handle(now, Input::Closed(None));
+            }
+        }
+        self.after_input(ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // Each connection's stream ends with an explicit `None` item; nothing to do here
+        // (the default would stop the actor).
+    }
+}
+
+impl Handler<PermitGranted> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: PermitGranted, ctx: &mut Self::Context) {
+        if msg.ticket == self.ticket {
+            self.session.handle(clock::now(), Input::PermitGranted);
+            self.after_input(ctx);
+        }
+    }
+}
+
+impl Handler<ShardCommand> for Shard {
+    type Result = Result<(), CommandError>;
+
+    fn handle(
+        &mut self,
+        ShardCommand(command): ShardCommand,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
+        if matches!(command, Command::Start | Command::Restart { .. }) {
+            self.quarantined = false;
+            self.failures.clear();
+        }
+        let result = self.session.command(clock::now(), command);
+        self.after_input(ctx);
+        result
+    }
+}
+
+impl Handler<RequestMembers> for Shard {
+    type Result = Result<(), CommandError>;
+
+    fn handle(&mut self, msg: RequestMembers, ctx: &mut Self::Context) -> Self::Result {
+        let mut request = msg.request;
+        let nonce = request
+            .nonce
+            .get_or_insert_with(|| format!("sk{:016x}", rand::random::<u64>()))
+            .clone();
+        let result = self.session.command(
+            clock::now(),
+            Command::Send(ClientPayload::RequestMembers(request)),
+        );
+        if result.is_ok() {
+            self.members.register(nonce, msg.reply);
+        }
+        self.after_input(ctx);
+        result
+    }
+}
+
+impl Handler<Retire> for Shard {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) -> Self::Result {
+        self.retired = true;
+        let _ = self.session.command(clock::now(), Command::Stop);
+        self.after_input(ctx);
+        let closing = std::mem::take(&mut self.closing);
+        Box::pin(
+            async move {
+                let _ = tokio::time::timeout(CLOSE_GRACE, futures_util::future::join_all(closing))
+                    .await;
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Crash> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
+        panic!("shard {}: injected handler panic", self.params.id);
+    }
+}

@@ -1,0 +1,74 @@
+//! Where events go: the `EventSink` trait and the in-process channel sink.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::Event;
+
+/// A destination for dispatch events.
+///
+/// `deliver` is called on the shard's thread, in sequence order per shard, and must not
+/// block: a sink hands the event to its own queue or writer. An event counts as
+/// delivered — and its sequence may be persisted — once `deliver` returned for every sink.
+pub trait EventSink: Send + Sync + 'static {
+    /// A short name for logs and metrics (`stdout`, `file:/path`, `channel`).
+    fn name(&self) -> &str;
+
+    /// Takes one event.
+    fn deliver(&self, event: &Arc<Event>);
+}
+
+/// Sends every event to an async channel, for programs that embed the cluster.
+#[derive(Debug)]
+pub struct ChannelSink {
+    tx: mpsc::UnboundedSender<Arc<Event>>,
+}
+
+impl ChannelSink {
+    /// A sink and the receiving end of its channel.
+    #[must_use]
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Arc<Event>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+}
+
+impl EventSink for ChannelSink {
+    fn name(&self) -> &'static str {
+        "channel"
+    }
+
+    fn deliver(&self, event: &Arc<Event>) {
+        // A dropped receiver means nobody listens any more; the event has nowhere to go.
+        let _ = self.tx.send(Arc::clone(event));
+    }
+}
+
+/// Every configured sink.
+#[derive(Clone, Default)]
+pub struct Sinks {
+    sinks: Vec<Arc<dyn EventSink>>,
+}
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.sinks.iter().map(|s| s.name()))
+            .finish()
+    }
+}
+
+impl Sinks {
+    /// Adds a sink.
+    pub fn push(&mut self, sink: Arc<dyn EventSink>) {
+        self.sinks.push(sink);
+    }
+
+    /// Hands an event to every sink.
+    pub fn deliver(&self, event: &Arc<Event>) {
+        for sink in &self.sinks {
+            sink.deliver(event);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Start-up pacing, TLS, supervision.
+
+use std::time::{Duration, Instant};
+
+use shardkeeper_cluster::{ShardState, client_config};
+use shardkeeper_sim::{SimConfig, TlsConfig};
+
+use crate::harness::{Env, sim_config};
+
+#[actix::test]
+async fn thirty_two_shards_identify_in_four_windows_without_violations() {
+    let started = Instant::now();
+    let env = Env::start(sim_config(32, 8)).await;
+    env.all_ready(Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    // ⌈32/8⌉ = 4 windows: grants at 0, 1, 2 and 3 periods of (200 + 20) ms.
+    assert!(
+        took < Duration::from_millis(3 * 220 + 700),
+        "all ready after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(3 * 220),
+        "faster than the window allows: {took:?}"
+    );
+    let stats = env.sim.stats();
+    assert_eq!(stats.identifies, 32);
+    assert!(
+        stats
+            .buckets
+            .iter()
+            .all(|b| b.max_per_window == 1 && b.identifies == 4)
+    );
+    assert_eq!(env.cluster.identify_status().map(|s| s.granted), Some(32));
+    env.delivered(Duration::from_secs(5)).await;
+    env.assert_clean();
+    env.stop().await;
+}
+
+#[actix::test]
+async fn tls_gateway_and_rest_with_a_ca_file() {
+    let tls = TlsConfig::self_signed().expect("certificate");
+    let dir = std::env::temp_dir().join(format!("sk-e2e-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &tls.cert_pem).expect("written");
+    assert!(client_config(Some(&ca)).is_ok());
+    let sim = SimConfig {
+        tls: Some(tls),
+        ..sim_config(2, 2)
+    };
+    let env = Env::start_with(
+        sim,
+        |config| {
+            config.ca_file = Some(ca.clone());
+            config.api_base = config.api_base.replace("127.0.0.1", "localhost");
+        },
+        Duration::from_millis(200),
+    )
+    .await;
+    env.all_ready(Duration::from_secs(10)).await;
+    assert!(env.sim.gateway_url().starts_with("wss://"));
+    env.assert_clean();
+    env.stop().await;
+}
+
+#[actix::test]
+async fn a_crashed_shard_actor_is_restarted_with_its_session() {
+    let env = Env::start(sim_config(2, 2)).await;
+    env.all_ready(Duration::from_secs(5)).await;
+    let before = env.cluster.shard(1).expect("owned");
+    env.cluster.crash_shard(1).expect("owned");
+    env.wait_for("restart", Duration::from_secs(5), |env| {
+        env.cluster.shard(1).is_some_and(|s| {
+            s.restarts == 1 && s.state == ShardState::Ready && s.resumes == before.resumes + 1
+        })
+    })
+    .await;
+    let after = env.cluster.shard(1).expect("owned");
+    assert_eq!(after.session_id, before.session_id, "same session, resumed");
+    assert_eq!(after.identifies, 1);
+    assert_eq!(env.sim.stats().identifies, 2);
+    env.delivered(Duration::from_secs(5)).await;
+    env.assert_clean();
+    env.stop().await;
+}
