@@ -182,7 +182,8 @@ impl ClusterBuilder {
         } = self;
         let store = store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let tls = tls::client_config(config.ca_file.as_deref())?;
-        let rest = RestClient::new(&config.api_base, config.token.clone(), Arc::clone(&tls))?;
+        let rest = RestClient::new(&config.api_base, config.token.clone(), Arc::clone(&tls))?
+            .with_retries(config.rest_attempts, config.rest_backoff);
         let bot = rest.gateway_bot().await?;
         let plan = Plan::new(&config, &bot)?;
         let stored = load_sessions(store.as_ref(), plan.total, config.session_max_age)?;

@@ -82,6 +82,10 @@ pub struct ClusterConfig {
     pub session_max_age: Duration,
     /// Threads running shard actors; 0 means one per core.
     pub threads: usize,
+    /// Attempts at `/gateway/bot` before giving up.
+    pub rest_attempts: u32,
+    /// First retry delay of `/gateway/bot` (doubles per attempt; 429 uses `retry_after`).
+    pub rest_backoff: Duration,
 }
 
 impl ClusterConfig {
@@ -105,6 +109,8 @@ impl ClusterConfig {
             quarantine: QuarantinePolicy::default(),
             session_max_age: Duration::from_secs(300),
             threads: 0,
+            rest_attempts: 6,
+            rest_backoff: Duration::from_secs(1),
         }
     }
 }

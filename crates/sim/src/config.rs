@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::fault::ChaosConfig;
+use crate::fault::{ChaosConfig, RestFault};
 
 /// How the simulated gateway behaves.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Random faults, if any.
     pub chaos: Option<ChaosConfig>,
+    /// Answers for the next `/gateway/bot` calls, in order, before normal service.
+    pub rest_faults: Vec<RestFault>,
     /// Serve `wss://` and `https://` with this certificate.
     pub tls: Option<crate::TlsConfig>,
 }
@@ -75,6 +77,7 @@ impl Default for SimConfig {
             allow_privileged_intents: true,
             seed: 1,
             chaos: None,
+            rest_faults: Vec::new(),
             tls: None,
         }
     }

@@ -32,6 +32,24 @@ pub enum Fault {
     HeartbeatRequest,
 }
 
+/// A failure of `/gateway/bot`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RestFault {
+    /// Answer with this HTTP status and a JSON error.
+    Status {
+        /// HTTP status code.
+        code: u16,
+    },
+    /// 429 with `retry_after` in seconds.
+    RateLimited {
+        /// Seconds.
+        retry_after: f64,
+    },
+    /// 200 with a body that is not JSON.
+    Garbage,
+}
+
 /// Which connections a fault hits: the ones serving `shard`, or every one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultTarget {

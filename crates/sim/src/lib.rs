@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 
 pub use config::SimConfig;
 pub use events::guild_ids;
-pub use fault::{ChaosConfig, Fault, FaultTarget};
+pub use fault::{ChaosConfig, Fault, FaultTarget, RestFault};
 pub use stats::{BucketStats, SessionSummary, ShardStats, Stats, Violation, ViolationKind};
 
 /// Why the simulator could not start.

@@ -60,6 +60,7 @@ struct Inner {
     resumes_failed: u64,
     client_close_codes: BTreeMap<u16, u64>,
     faults: BTreeMap<String, u64>,
+    rest_faults: VecDeque<crate::fault::RestFault>,
     rng: SmallRng,
 }
 
@@ -100,6 +101,7 @@ impl World {
             resumes_failed: 0,
             client_close_codes: BTreeMap::new(),
             faults: BTreeMap::new(),
+            rest_faults: config.rest_faults.iter().cloned().collect(),
             rng: SmallRng::seed_from_u64(config.seed),
         };
         Self {
@@ -326,6 +328,11 @@ impl World {
             Fault::HeartbeatRequest => "heartbeat_request".to_owned(),
         };
         *lock(&self.inner).faults.entry(name).or_default() += 1;
+    }
+
+    /// The next scripted `/gateway/bot` failure, if any is left.
+    pub(crate) fn next_rest_fault(&self) -> Option<crate::fault::RestFault> {
+        lock(&self.inner).rest_faults.pop_front()
     }
 
     /// Remaining session starts and the time until they reset.

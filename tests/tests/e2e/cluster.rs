@@ -2,10 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use shardkeeper_cluster::{ShardState, client_config};
-use shardkeeper_sim::{SimConfig, TlsConfig};
+use shardkeeper_cluster::{
+    Cluster, ClusterError, QuarantinePolicy, RestError, ShardState, client_config,
+};
+use shardkeeper_protocol::Token;
+use shardkeeper_sim::{Fault, FaultTarget, RestFault, Sim, SimConfig, TlsConfig};
 
-use crate::harness::{Env, sim_config};
+use crate::harness::{Env, cluster_config, sim_config};
 
 #[actix::test]
 async fn thirty_two_shards_identify_in_four_windows_without_violations() {
@@ -82,4 +85,112 @@ async fn a_crashed_shard_actor_is_restarted_with_its_session() {
     env.delivered(Duration::from_secs(5)).await;
     env.assert_clean();
     env.stop().await;
+}
+
+#[actix::test]
+async fn gateway_bot_failures_are_retried_and_401_is_final() {
+    let faults = vec![
+        RestFault::RateLimited { retry_after: 0.3 },
+        RestFault::Status { code: 502 },
+        RestFault::Garbage,
+    ];
+    let started = Instant::now();
+    let env = Env::start_with(
+        SimConfig {
+            rest_faults: faults,
+            ..sim_config(1, 1)
+        },
+        |config| {
+            config.rest_backoff = Duration::from_millis(20);
+        },
+        Duration::from_millis(200),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "retry_after was honoured"
+    );
+    env.all_ready(Duration::from_secs(5)).await;
+    env.stop().await;
+
+    let sim = Sim::start(sim_config(1, 1)).await.expect("sim");
+    let mut config = cluster_config(&sim, Duration::from_millis(200));
+    config.token = Token::new("wrong");
+    let started = Instant::now();
+    let err = Cluster::builder(config)
+        .start()
+        .await
+        .expect_err("bad token");
+    assert!(
+        matches!(err, ClusterError::Rest(RestError::Unauthorized(_))),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the token never appears in errors"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no retries on 401"
+    );
+    sim.shutdown().await;
+}
+
+#[actix::test]
+async fn a_crash_looping_shard_is_quarantined_until_an_operator_starts_it() {
+    let env = Env::start_with(
+        sim_config(2, 2),
+        |config| {
+            config.quarantine = QuarantinePolicy {
+                failures: 3,
+                window: Duration::from_secs(60),
+            };
+        },
+        Duration::from_millis(200),
+    )
+    .await;
+    env.all_ready(Duration::from_secs(5)).await;
+    for round in 1..=3u64 {
+        env.sim.inject(FaultTarget::shard(0), Fault::Drop);
+        if round < 3 {
+            env.wait_for("resume", Duration::from_secs(5), |env| {
+                env.cluster
+                    .shard(0)
+                    .is_some_and(|s| s.resumes == round && s.state == ShardState::Ready)
+            })
+            .await;
+        }
+    }
+    env.shard_state(0, ShardState::Quarantined, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        env.cluster.shard(1).map(|s| s.state),
+        Some(ShardState::Ready)
+    );
+    env.cluster.start(0).await.expect("operator start");
+    env.shard_state(0, ShardState::Ready, Duration::from_secs(5))
+        .await;
+    env.assert_clean();
+    env.stop().await;
+}
+
+#[actix::test]
+async fn graceful_shutdown_closes_every_socket_with_4000() {
+    let env = Env::start(sim_config(4, 4)).await;
+    env.all_ready(Duration::from_secs(5)).await;
+    let sim = &env.sim;
+    env.cluster.shutdown().await.expect("shutdown");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while sim.stats().client_close_codes.get(&4000) != Some(&4) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = sim.stats();
+    assert_eq!(
+        stats.client_close_codes.get(&4000),
+        Some(&4),
+        "{:?}",
+        stats.client_close_codes
+    );
+    assert_eq!(stats.client_close_codes.get(&1000), None);
+    assert!(stats.shards.values().all(|s| s.state == "disconnected"));
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::fault::{Fault, FaultTarget};
+use crate::fault::{Fault, FaultTarget, RestFault};
 use crate::world::World;
 
 /// Largest request head accepted.
@@ -119,6 +119,20 @@ pub(crate) async fn serve_rest<S: AsyncRead + AsyncWrite + Unpin>(
             if request.authorization.as_deref() != Some(expected.as_str()) {
                 let body = json!({"message": "401: Unauthorized", "code": 0});
                 return respond(stream, "401 Unauthorized", &body.to_string()).await;
+            }
+            match world.next_rest_fault() {
+                Some(RestFault::Status { code }) => {
+                    let body = json!({"message": format!("{code}: simulated failure"), "code": 0});
+                    return respond(stream, &format!("{code} Simulated"), &body.to_string()).await;
+                }
+                Some(RestFault::RateLimited { retry_after }) => {
+                    let body = json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false});
+                    return respond(stream, "429 Too Many Requests", &body.to_string()).await;
+                }
+                Some(RestFault::Garbage) => {
+                    return respond(stream, "200 OK", "<html>not json").await;
+                }
+                None => {}
             }
             let (remaining, reset_after) = world.budget(Instant::now());
             let body = json!({
