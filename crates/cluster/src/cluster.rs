@@ -14,7 +14,8 @@ use shardkeeper_session::{
 
 use crate::config::{Auto, ClusterConfig, QuarantinePolicy, ShardIds};
 use crate::coordinator::IdentifyCoordinator;
-use crate::handle::{ClusterError, ClusterHandle};
+use crate::handle::{ClusterError, ClusterHandle, Parts};
+use crate::persist::{Persister, StoreHealth};
 use crate::registry::Registry;
 use crate::rest::RestClient;
 use crate::shard::Shard;
@@ -113,8 +114,9 @@ impl Handler<ShardGone> for Supervisor {
 impl Handler<StandDown> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, _: StandDown, _: &mut Self::Context) {
+    fn handle(&mut self, _: StandDown, ctx: &mut Self::Context) {
         self.standing_down = true;
+        ctx.stop();
     }
 }
 
@@ -242,15 +244,18 @@ impl ClusterBuilder {
                 standing_down: false,
             }
         });
-        Ok(ClusterHandle::new(
+        let health = Arc::new(Mutex::new(StoreHealth::Healthy));
+        let persister = Persister::spawn(store, sinks, config.flush_interval, Arc::clone(&health));
+        Ok(ClusterHandle::new(Parts {
             registry,
-            status,
+            identify: status,
             supervisor,
             coordinator,
-            store,
-            plan.total,
+            persister,
+            health,
+            total: plan.total,
             arbiters,
-        ))
+        }))
     }
 }
 
@@ -372,7 +377,7 @@ fn load_sessions(
             usable.insert(shard, stored.resume_info());
             continue;
         }
-        store.forget_session(shard)?;
+        store.forget_session(shard);
     }
     Ok(usable)
 }

@@ -82,6 +82,8 @@ pub struct ClusterConfig {
     pub session_max_age: Duration,
     /// Threads running shard actors; 0 means one per core.
     pub threads: usize,
+    /// How often buffered sessions are written to the store.
+    pub flush_interval: Duration,
     /// Attempts at `/gateway/bot` before giving up.
     pub rest_attempts: u32,
     /// First retry delay of `/gateway/bot` (doubles per attempt; 429 uses `retry_after`).
@@ -109,6 +111,7 @@ impl ClusterConfig {
             quarantine: QuarantinePolicy::default(),
             session_max_age: Duration::from_secs(300),
             threads: 0,
+            flush_interval: Duration::from_millis(200),
             rest_attempts: 6,
             rest_backoff: Duration::from_secs(1),
         }

@@ -42,6 +42,19 @@ pub(crate) struct PermitGranted {
     pub(crate) ticket: u64,
 }
 
+/// The cluster is shutting down.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Halt;
+
+impl Handler<Halt> for IdentifyCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 /// Fresh `session_start_limit` figures.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -137,6 +150,11 @@ impl IdentifyCoordinator {
             self.expected.clear();
             while let Some(shard) = self.schedule.poll_grant(now) {
                 self.granted += 1;
+                // The grant is on disk before the shard hears of it.
+                let snapshot = self.schedule.snapshot(now, clock::wall_ms());
+                if let Err(err) = self.store.save_schedule(&snapshot) {
+                    tracing::error!(%err, "cannot persist the identify schedule");
+                }
                 if let Some((ticket, reply)) = self.waiting.remove(&shard) {
                     tracing::info!(
                         shard,
@@ -145,12 +163,6 @@ impl IdentifyCoordinator {
                         "identify permit granted"
                     );
                     reply.do_send(PermitGranted { ticket });
-                }
-                if let Err(err) = self
-                    .store
-                    .save_schedule(&self.schedule.snapshot(now, clock::wall_ms()))
-                {
-                    tracing::error!(%err, "cannot persist the identify schedule");
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! `ClusterHandle`: what an embedding program or the admin API holds.
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -11,12 +11,13 @@ use shardkeeper_session::{ClientPayload, Command, CommandError};
 use tokio::sync::oneshot;
 
 use crate::cluster::{StandDown, Supervisor};
-use crate::coordinator::{IdentifyCoordinator, IdentifyStatus, StatusCell};
+use crate::coordinator::{Halt, IdentifyCoordinator, IdentifyStatus, StatusCell};
 use crate::members::{MembersError, MembersResult};
+use crate::persist::{HealthCell, Persister, StoreHealth};
 use crate::registry::{Registry, ShardSnapshot, ShardState};
 use crate::rest::RestError;
 use crate::shard::{RequestMembers, Retire, Shard, ShardCommand};
-use crate::store::{SessionStore, StoreError};
+use crate::store::StoreError;
 use crate::tls::TlsError;
 
 /// How long a member request waits for its last chunk.
@@ -61,14 +62,27 @@ pub enum ClusterError {
     Timeout(Duration),
 }
 
+/// What `Cluster::start` hands over to the handle.
+pub(crate) struct Parts {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) identify: StatusCell,
+    pub(crate) supervisor: Addr<Supervisor>,
+    pub(crate) coordinator: Addr<IdentifyCoordinator>,
+    pub(crate) persister: Persister,
+    pub(crate) health: HealthCell,
+    pub(crate) total: u32,
+    pub(crate) arbiters: Vec<Arbiter>,
+}
+
 struct Inner {
     registry: Arc<Registry>,
     identify: StatusCell,
     supervisor: Addr<Supervisor>,
     coordinator: Addr<IdentifyCoordinator>,
-    store: Arc<dyn SessionStore>,
+    health: HealthCell,
     total: NonZeroU32,
-    arbiters: std::sync::Mutex<Vec<Arbiter>>,
+    /// Taken by `shutdown`.
+    running: Mutex<Option<(Persister, Vec<Arbiter>)>>,
 }
 
 /// A running cluster. Cheap to clone.
@@ -86,26 +100,28 @@ impl std::fmt::Debug for ClusterHandle {
 }
 
 impl ClusterHandle {
-    pub(crate) fn new(
-        registry: Arc<Registry>,
-        identify: StatusCell,
-        supervisor: Addr<Supervisor>,
-        coordinator: Addr<IdentifyCoordinator>,
-        store: Arc<dyn SessionStore>,
-        total: u32,
-        arbiters: Vec<Arbiter>,
-    ) -> Self {
+    pub(crate) fn new(parts: Parts) -> Self {
         Self {
             inner: Arc::new(Inner {
-                registry,
-                identify,
-                supervisor,
-                coordinator,
-                store,
-                total: NonZeroU32::new(total).unwrap_or(NonZeroU32::MIN),
-                arbiters: std::sync::Mutex::new(arbiters),
+                registry: parts.registry,
+                identify: parts.identify,
+                supervisor: parts.supervisor,
+                coordinator: parts.coordinator,
+                health: parts.health,
+                total: NonZeroU32::new(parts.total).unwrap_or(NonZeroU32::MIN),
+                running: Mutex::new(Some((parts.persister, parts.arbiters))),
             }),
         }
+    }
+
+    /// Whether sessions reach the store.
+    #[must_use]
+    pub fn store_health(&self) -> StoreHealth {
+        self.inner
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The bot's shard count.
@@ -265,18 +281,19 @@ impl ClusterHandle {
             .map(|addr| addr.send(Retire))
             .collect();
         futures_util::future::join_all(retiring).await;
-        self.inner.store.flush()?;
-        let arbiters = std::mem::take(
-            &mut *self
-                .inner
-                .arbiters
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for arbiter in arbiters {
-            arbiter.stop();
+        let _ = self.inner.coordinator.send(Halt).await;
+        let running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((persister, arbiters)) = running {
+            let _ = tokio::task::spawn_blocking(move || persister.finish()).await;
+            for arbiter in arbiters {
+                arbiter.stop();
+            }
         }
-        let _ = &self.inner.coordinator;
         tracing::info!("cluster stopped");
         Ok(())
     }

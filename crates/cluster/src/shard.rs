@@ -148,16 +148,10 @@ impl Shard {
                 }
                 self.params.sinks.deliver(&event);
             }
-            Action::Persist(info) => {
-                if let Err(err) = self.params.store.save_session(id, self.params.total, &info) {
-                    tracing::error!(shard = id, %err, "cannot persist the session");
-                }
-            }
+            Action::Persist(info) => self.params.store.save_session(id, self.params.total, &info),
             Action::Forget => {
                 self.members.interrupt();
-                if let Err(err) = self.params.store.forget_session(id) {
-                    tracing::error!(shard = id, %err, "cannot delete the stored session");
-                }
+                self.params.store.forget_session(id);
             }
             Action::Changed(state) => tracing::debug!(shard = id, %state, "shard state changed"),
             Action::Notice(notice) => self.on_notice(notice),

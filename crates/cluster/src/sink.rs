@@ -17,6 +17,10 @@ pub trait EventSink: Send + Sync + 'static {
 
     /// Takes one event.
     fn deliver(&self, event: &Arc<Event>);
+
+    /// Returns once every event delivered so far is written out (to the file, the pipe,
+    /// the socket). Called from the store's flush thread, never from a shard.
+    fn flush(&self) {}
 }
 
 /// Sends every event to an async channel, for programs that embed the cluster.
@@ -69,6 +73,13 @@ impl Sinks {
     pub fn deliver(&self, event: &Arc<Event>) {
         for sink in &self.sinks {
             sink.deliver(event);
+        }
+    }
+
+    /// Waits until every sink wrote out what it was handed.
+    pub fn flush(&self) {
+        for sink in &self.sinks {
+            sink.flush();
         }
     }
 }

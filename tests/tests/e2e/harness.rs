@@ -1,10 +1,13 @@
 //! Starts a simulator and a cluster against it, and records every event delivered.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shardkeeper_cluster::{Auto, ChannelSink, Cluster, ClusterConfig, ClusterHandle, ShardState};
+use shardkeeper_cluster::{
+    Auto, ChannelSink, Cluster, ClusterConfig, ClusterHandle, ShardState, SledStore,
+};
 use shardkeeper_protocol::{Compression, Token};
 use shardkeeper_session::Timing;
 use shardkeeper_sim::{Sim, SimConfig, SimHandle, Stats};
@@ -22,6 +25,9 @@ pub(crate) struct Env {
     pub(crate) sim: SimHandle,
     pub(crate) cluster: ClusterHandle,
     pub(crate) events: Arc<Mutex<BTreeMap<u32, Vec<Seen>>>>,
+    /// The sled directory, when the cluster persists sessions.
+    pub(crate) store: Option<PathBuf>,
+    window: Duration,
 }
 
 pub(crate) fn sim_config(shards: u32, max_concurrency: u32) -> SimConfig {
@@ -66,35 +72,40 @@ impl Env {
         tweak: impl FnOnce(&mut ClusterConfig),
         window: Duration,
     ) -> Self {
+        Self::start_stored(sim, tweak, window, None).await
+    }
+
+    /// Like `start_with`, with sessions persisted in a sled database at `store`.
+    pub(crate) async fn start_stored(
+        sim: SimConfig,
+        tweak: impl FnOnce(&mut ClusterConfig),
+        window: Duration,
+        store: Option<PathBuf>,
+    ) -> Self {
         let sim = Sim::start(sim).await.expect("simulator starts");
-        let mut config = cluster_config(&sim, window);
-        tweak(&mut config);
-        let (sink, mut rx) = ChannelSink::new();
         let events: Arc<Mutex<BTreeMap<u32, Vec<Seen>>>> = Arc::default();
-        let log = Arc::clone(&events);
-        actix::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                let seen = Seen {
-                    seq: event.seq,
-                    t: event.t.to_string(),
-                };
-                log.lock()
-                    .expect("log")
-                    .entry(event.shard)
-                    .or_default()
-                    .push(seen);
-            }
-        });
-        let cluster = Cluster::builder(config)
-            .sink(Arc::new(sink))
-            .start()
-            .await
-            .expect("cluster starts");
+        let cluster = launch(&sim, tweak, window, store.as_deref(), &events).await;
         Self {
             sim,
             cluster,
             events,
+            store,
+            window,
         }
+    }
+
+    /// Shuts the cluster down gracefully and starts a new one against the same
+    /// simulator, store and event log.
+    pub(crate) async fn restart_cluster(&mut self, tweak: impl FnOnce(&mut ClusterConfig)) {
+        self.cluster.shutdown().await.expect("clean shutdown");
+        self.cluster = launch(
+            &self.sim,
+            tweak,
+            self.window,
+            self.store.as_deref(),
+            &self.events,
+        )
+        .await;
     }
 
     pub(crate) async fn wait_for(
@@ -150,6 +161,37 @@ impl Env {
         self.cluster.shutdown().await.expect("clean shutdown");
         self.sim.shutdown().await;
     }
+}
+
+async fn launch(
+    sim: &SimHandle,
+    tweak: impl FnOnce(&mut ClusterConfig),
+    window: Duration,
+    store: Option<&Path>,
+    events: &Arc<Mutex<BTreeMap<u32, Vec<Seen>>>>,
+) -> ClusterHandle {
+    let mut config = cluster_config(sim, window);
+    tweak(&mut config);
+    let (sink, mut rx) = ChannelSink::new();
+    let log = Arc::clone(events);
+    actix::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            let seen = Seen {
+                seq: event.seq,
+                t: event.t.to_string(),
+            };
+            log.lock()
+                .expect("log")
+                .entry(event.shard)
+                .or_default()
+                .push(seen);
+        }
+    });
+    let mut builder = Cluster::builder(config).sink(Arc::new(sink));
+    if let Some(path) = store {
+        builder = builder.store(Arc::new(SledStore::open(path).expect("store opens")));
+    }
+    builder.start().await.expect("cluster starts")
 }
 
 /// Checks that every dispatch the simulator sent on each session reached the sinks, in

@@ -5,3 +5,4 @@ mod cluster;
 mod commands;
 mod faults;
 mod harness;
+mod persistence;

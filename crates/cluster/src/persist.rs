@@ -1,0 +1,96 @@
+//! The flush thread: every interval, make the sinks write out what they were handed,
+//! then write the buffered sessions. Runs off the shard threads because flushing blocks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::sink::Sinks;
+use crate::store::SessionStore;
+
+/// Whether sessions reach the disk. `Degraded` keeps the cluster running on in-memory
+/// state; resumes after a restart are lost until the store works again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Writes succeed.
+    Healthy,
+    /// The last write failed with this error.
+    Degraded(String),
+}
+
+pub(crate) type HealthCell = Arc<Mutex<StoreHealth>>;
+
+pub(crate) struct Persister {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    store: Arc<dyn SessionStore>,
+    sinks: Sinks,
+    health: HealthCell,
+}
+
+impl Persister {
+    pub(crate) fn spawn(
+        store: Arc<dyn SessionStore>,
+        sinks: Sinks,
+        interval: Duration,
+        health: HealthCell,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, store, sinks, health) = (
+                Arc::clone(&stop),
+                Arc::clone(&store),
+                sinks.clone(),
+                Arc::clone(&health),
+            );
+            std::thread::Builder::new()
+                .name("shardkeeper-flush".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::park_timeout(interval);
+                        flush_once(store.as_ref(), &sinks, &health);
+                    }
+                })
+                .map_err(|err| tracing::error!(%err, "cannot start the store flush thread; flushing only at shutdown"))
+                .ok()
+        };
+        Self {
+            stop,
+            thread,
+            store,
+            sinks,
+            health,
+        }
+    }
+
+    /// Stops the thread and flushes one last time.
+    pub(crate) fn finish(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        flush_once(self.store.as_ref(), &self.sinks, &self.health);
+    }
+}
+
+fn flush_once(store: &dyn SessionStore, sinks: &Sinks, health: &HealthCell) {
+    let result = store.flush(&mut || sinks.flush());
+    let mut health = health.lock().unwrap_or_else(PoisonError::into_inner);
+    match result {
+        Ok(()) => {
+            if let StoreHealth::Degraded(_) = &*health {
+                tracing::info!("session store writes work again");
+            }
+            *health = StoreHealth::Healthy;
+        }
+        Err(err) => {
+            let message = err.to_string();
+            if *health != StoreHealth::Degraded(message.clone()) {
+                tracing::error!(%err, "session store write failed; running on in-memory sessions (resumes after a restart may be lost)");
+            }
+            *health = StoreHealth::Degraded(message);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The sled store: tree `sessions` (shard id → JSON record) and tree `meta` (identify
+//! schedule), with writes batched by [`SessionStore::flush`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use shardkeeper_session::{ResumeInfo, ScheduleSnapshot};
+
+use super::{Change, Pending, SessionStore, StoreError, StoredSession};
+
+const SCHEDULE_KEY: &[u8] = b"identify_schedule";
+
+/// Sessions and identify state in a sled database.
+#[derive(Debug)]
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    sessions: sled::Tree,
+    meta: sled::Tree,
+    pending: Pending,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database at `path`, readable by the owner only.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let open_error = |detail: String| StoreError::Open {
+            path: shown.clone(),
+            detail,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|err| open_error(err.to_string()))?;
+        }
+        let config = sled::Config::new().path(path).flush_every_ms(None);
+        // sled 0.34 can panic on some corrupt files; that must be an error, not a crash.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+            .map_err(|_| open_error("the database files are corrupt".into()))?
+            .map_err(|err| open_error(err.to_string()))?;
+        let sessions = opened
+            .open_tree("sessions")
+            .map_err(|err| open_error(err.to_string()))?;
+        let meta = opened
+            .open_tree("meta")
+            .map_err(|err| open_error(err.to_string()))?;
+        restrict_permissions(path);
+        Ok(Self {
+            path: path.to_owned(),
+            db: opened,
+            sessions,
+            meta,
+            pending: Pending::default(),
+        })
+    }
+
+    /// Where the database lives.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl SledStore {
+    fn write(&self, changes: &HashMap<u32, Change>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (shard, change) in changes {
+            let key = shard.to_be_bytes();
+            match change {
+                Change::Save(stored) => {
+                    let value = serde_json::to_vec(stored)
+                        .map_err(|err| StoreError::Backend(err.to_string()))?;
+                    batch.insert(&key, value);
+                }
+                Change::Forget => batch.remove(&key),
+            }
+        }
+        self.sessions
+            .apply_batch(batch)
+            .map_err(|err| backend(&err))?;
+        self.db.flush().map_err(|err| backend(&err))?;
+        Ok(())
+    }
+}
+
+fn backend(err: &sled::Error) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+/// Makes the database directory and its files owner-only (0700/0600).
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let mode = if path.is_dir() {
+                stack.push(path.clone());
+                0o700
+            } else {
+                0o600
+            };
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) {}
+
+impl SessionStore for SledStore {
+    fn load_sessions(&self) -> Result<HashMap<u32, StoredSession>, StoreError> {
+        let mut sessions = HashMap::new();
+        for item in &self.sessions {
+            let (key, value) = item.map_err(|err| backend(&err))?;
+            let shard = <[u8; 4]>::try_from(key.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: format!("{key:?}"),
+                    detail: "key is not a shard id".into(),
+                })?;
+            let stored = serde_json::from_slice(&value).map_err(|err| StoreError::Corrupt {
+                key: format!("shard {shard}"),
+                detail: err.to_string(),
+            })?;
+            sessions.insert(shard, stored);
+        }
+        Ok(sessions)
+    }
+
+    fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError> {
+        let Some(value) = self.meta.get(SCHEDULE_KEY).map_err(|err| backend(&err))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|err| StoreError::Corrupt {
+                key: "identify schedule".into(),
+                detail: err.to_string(),
+            })
+    }
+
+    fn save_session(&self, shard: u32, total: u32, info: &ResumeInfo) {
+        self.pending.save(shard, total, info);
+    }
+
+    fn forget_session(&self, shard: u32) {
+        self.pending.forget(shard);
+    }
+
+    fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
+        let value =
+            serde_json::to_vec(snapshot).map_err(|err| StoreError::Backend(err.to_string()))?;
+        self.meta
+            .insert(SCHEDULE_KEY, value)
+            .map_err(|err| backend(&err))?;
+        self.meta.flush().map_err(|err| backend(&err))?;
+        Ok(())
+    }
+
+    fn flush(&self, barrier: &mut dyn FnMut()) -> Result<(), StoreError> {
+        let changes = self.pending.take();
+        barrier();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let result = self.write(&changes);
+        if result.is_err() {
+            self.pending.put_back(changes);
+        }
+        result
+    }
+}
