@@ -15,7 +15,8 @@ use shardkeeper_session::{
 use crate::config::{Auto, ClusterConfig, QuarantinePolicy, ShardIds};
 use crate::coordinator::IdentifyCoordinator;
 use crate::handle::{ClusterError, ClusterHandle, Parts};
-use crate::persist::{Persister, StoreHealth};
+use crate::metrics::Metrics;
+use crate::persist::{Persister, health_cell};
 use crate::registry::Registry;
 use crate::rest::RestClient;
 use crate::shard::Shard;
@@ -36,6 +37,7 @@ pub(crate) struct ShardParams {
     pub(crate) registry: Arc<Registry>,
     pub(crate) quarantine: QuarantinePolicy,
     pub(crate) supervisor: Recipient<ShardGone>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// A shard actor stopped without being retired: it crashed.
@@ -99,6 +101,7 @@ impl Handler<ShardGone> for Supervisor {
             };
             entry.carried = carried;
             entry.snapshot.restarts += 1;
+            params.metrics.restarted();
             entry.addr = None;
             tracing::error!(
                 shard = id,
@@ -215,6 +218,7 @@ impl ClusterBuilder {
         .start();
         let registry = Arc::new(Registry::new(plan.ids.iter().copied()));
         let arbiters: Vec<Arbiter> = (0..plan.threads).map(|_| Arbiter::new()).collect();
+        let metrics = Arc::new(Metrics::new());
         let supervisor = Supervisor::create(|ctx| {
             let recipient = ctx.address().recipient();
             let params = plan
@@ -232,6 +236,7 @@ impl ClusterBuilder {
                         store: Arc::clone(&store),
                         registry: Arc::clone(&registry),
                         quarantine: config.quarantine,
+                        metrics: Arc::clone(&metrics),
                         supervisor: recipient.clone(),
                     };
                     (id, (shard, arbiters[index % arbiters.len()].handle()))
@@ -244,7 +249,7 @@ impl ClusterBuilder {
                 standing_down: false,
             }
         });
-        let health = Arc::new(Mutex::new(StoreHealth::Healthy));
+        let health = health_cell();
         let persister = Persister::spawn(store, sinks, config.flush_interval, Arc::clone(&health));
         Ok(ClusterHandle::new(Parts {
             registry,
@@ -255,6 +260,7 @@ impl ClusterBuilder {
             health,
             total: plan.total,
             arbiters,
+            metrics,
         }))
     }
 }

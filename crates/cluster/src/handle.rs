@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::cluster::{StandDown, Supervisor};
 use crate::coordinator::{Halt, IdentifyCoordinator, IdentifyStatus, StatusCell};
 use crate::members::{MembersError, MembersResult};
+use crate::metrics::Metrics;
 use crate::persist::{HealthCell, Persister, StoreHealth};
 use crate::registry::{Registry, ShardSnapshot, ShardState};
 use crate::rest::RestError;
@@ -72,6 +73,7 @@ pub(crate) struct Parts {
     pub(crate) health: HealthCell,
     pub(crate) total: u32,
     pub(crate) arbiters: Vec<Arbiter>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 struct Inner {
@@ -80,6 +82,7 @@ struct Inner {
     supervisor: Addr<Supervisor>,
     coordinator: Addr<IdentifyCoordinator>,
     health: HealthCell,
+    metrics: Arc<Metrics>,
     total: NonZeroU32,
     /// Taken by `shutdown`.
     running: Mutex<Option<(Persister, Vec<Arbiter>)>>,
@@ -108,6 +111,7 @@ impl ClusterHandle {
                 supervisor: parts.supervisor,
                 coordinator: parts.coordinator,
                 health: parts.health,
+                metrics: parts.metrics,
                 total: NonZeroU32::new(parts.total).unwrap_or(NonZeroU32::MIN),
                 running: Mutex::new(Some((parts.persister, parts.arbiters))),
             }),
@@ -117,11 +121,40 @@ impl ClusterHandle {
     /// Whether sessions reach the store.
     #[must_use]
     pub fn store_health(&self) -> StoreHealth {
-        self.inner
+        let status = self
+            .inner
             .health
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.health.clone()
+    }
+
+    /// The metrics registry, to add metrics of an embedding program or the admin API.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Every metric in the Prometheus text format.
+    #[must_use]
+    pub fn render_metrics(&self) -> String {
+        let (queue, remaining) = self
+            .identify_status()
+            .map_or((0, 0), |s| (s.queued, s.remaining));
+        let (lag, degraded) = {
+            let status = self
+                .inner
+                .health
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (
+                status.last_flush.elapsed(),
+                status.health != StoreHealth::Healthy,
+            )
+        };
+        self.inner
+            .metrics
+            .render(&self.shards(), queue, remaining, lag, degraded)
     }
 
     /// The bot's shard count.

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sink::Sinks;
 use crate::store::SessionStore;
@@ -19,7 +19,21 @@ pub enum StoreHealth {
     Degraded(String),
 }
 
-pub(crate) type HealthCell = Arc<Mutex<StoreHealth>>;
+/// Health and the time of the last successful flush.
+#[derive(Debug)]
+pub(crate) struct StoreStatus {
+    pub(crate) health: StoreHealth,
+    pub(crate) last_flush: Instant,
+}
+
+pub(crate) type HealthCell = Arc<Mutex<StoreStatus>>;
+
+pub(crate) fn health_cell() -> HealthCell {
+    Arc::new(Mutex::new(StoreStatus {
+        health: StoreHealth::Healthy,
+        last_flush: Instant::now(),
+    }))
+}
 
 pub(crate) struct Persister {
     stop: Arc<AtomicBool>,
@@ -77,20 +91,21 @@ impl Persister {
 
 fn flush_once(store: &dyn SessionStore, sinks: &Sinks, health: &HealthCell) {
     let result = store.flush(&mut || sinks.flush());
-    let mut health = health.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut status = health.lock().unwrap_or_else(PoisonError::into_inner);
     match result {
         Ok(()) => {
-            if let StoreHealth::Degraded(_) = &*health {
+            if let StoreHealth::Degraded(_) = &status.health {
                 tracing::info!("session store writes work again");
             }
-            *health = StoreHealth::Healthy;
+            status.health = StoreHealth::Healthy;
+            status.last_flush = Instant::now();
         }
         Err(err) => {
             let message = err.to_string();
-            if *health != StoreHealth::Degraded(message.clone()) {
+            if status.health != StoreHealth::Degraded(message.clone()) {
                 tracing::error!(%err, "session store write failed; running on in-memory sessions (resumes after a restart may be lost)");
             }
-            *health = StoreHealth::Degraded(message);
+            status.health = StoreHealth::Degraded(message);
         }
     }
 }

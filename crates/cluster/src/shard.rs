@@ -86,6 +86,8 @@ pub(crate) struct Shard {
     closing: Vec<JoinHandle<()>>,
     /// Stopped on purpose: dropping it is not a crash.
     retired: bool,
+    /// Session counters already added to the metrics.
+    published: shardkeeper_session::SessionStats,
 }
 
 impl Shard {
@@ -103,6 +105,7 @@ impl Shard {
             quarantined: false,
             closing: Vec::new(),
             retired: false,
+            published: shardkeeper_session::SessionStats::default(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Shard {
                 if !self.members.is_empty() {
                     self.members.observe(&event);
                 }
+                self.params.metrics.event(&event.t);
                 self.params.sinks.deliver(&event);
             }
             Action::Persist(info) => self.params.store.save_session(id, self.params.total, &info),
@@ -163,7 +167,7 @@ impl Shard {
         match notice {
             Notice::Identified { guilds } => tracing::info!(shard = id, guilds, "shard identified"),
             Notice::Resumed { replayed } => tracing::info!(shard = id, replayed, "shard resumed"),
-            Notice::HeartbeatAck { .. } => {}
+            Notice::HeartbeatAck { latency } => self.params.metrics.heartbeat(latency),
             Notice::ZombieDetected => {
                 tracing::warn!(
                     shard = id,
@@ -180,6 +184,9 @@ impl Shard {
                 resumable,
                 retry_in,
             } => {
+                if let Some(code) = code {
+                    self.params.metrics.close_code(code);
+                }
                 let reason = code.map(|c| CloseCode(c).description());
                 tracing::warn!(
                     shard = id,
@@ -191,12 +198,15 @@ impl Shard {
                 );
                 self.count_failure();
             }
-            Notice::Fatal { code } => tracing::error!(
-                shard = id,
-                code,
-                reason = CloseCode(code).description(),
-                "fatal close code; the shard stays failed until an operator restarts it"
-            ),
+            Notice::Fatal { code } => {
+                self.params.metrics.close_code(code);
+                tracing::error!(
+                    shard = id,
+                    code,
+                    reason = CloseCode(code).description(),
+                    "fatal close code; the shard stays failed until an operator restarts it"
+                );
+            }
             Notice::TimedOut { waiting_for } => {
                 tracing::warn!(shard = id, waiting_for, "gateway timed out");
             }
@@ -341,11 +351,15 @@ impl Shard {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let stats = self.session.stats();
+        self.params
+            .metrics
+            .session_progress(&self.published, &stats);
+        self.published.clone_from(&stats);
         let Some(mut entry) = self.params.registry.entry(self.id()) else {
             return;
         };
-        let stats = self.session.stats();
         let carried = entry.carried.clone();
         let resume = self.session.resume_info();
         let session_id = match (&entry.snapshot.session_id, resume) {

@@ -1,4 +1,9 @@
-//! Where events go: the `EventSink` trait and the in-process channel sink.
+//! Where events go: the `EventSink` trait, the in-process channel sink and the NDJSON
+//! line sinks.
+
+mod lines;
+
+pub use lines::{LineSink, sink_path};
 
 use std::sync::Arc;
 
