@@ -66,6 +66,7 @@ struct BudgetRefreshed {
 
 /// One bucket, for the admin API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BucketView {
     /// `shard_id % max_concurrency`.
     pub bucket: u32,
@@ -79,6 +80,7 @@ pub struct BucketView {
 
 /// The coordinator's state, for the admin API and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IdentifyStatus {
     /// Buckets.
     pub max_concurrency: u32,

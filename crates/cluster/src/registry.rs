@@ -9,6 +9,7 @@ use shardkeeper_session::{ResumeInfo, SessionStats, StateKind};
 /// A shard's state as operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ShardState {
     /// Not started.
     Idle,
@@ -77,6 +78,7 @@ impl ShardState {
 
 /// One shard, as the admin API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardSnapshot {
     /// Shard id.
     pub id: u32,
@@ -87,6 +89,7 @@ pub struct ShardSnapshot {
     /// Last sequence received.
     pub seq: Option<u64>,
     /// Current session.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub session_id: Option<std::sync::Arc<str>>,
     /// Whether a RESUME is possible.
     pub resumable: bool,

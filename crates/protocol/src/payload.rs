@@ -130,6 +130,7 @@ pub struct Ready {
 /// Online status for presence updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     /// Online.
     Online,
@@ -145,6 +146,7 @@ pub enum Status {
 
 /// An activity a bot may set: only `name`, `type`, `url` and `state`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Activity {
     /// Activity name.
     pub name: String,
@@ -162,6 +164,7 @@ pub struct Activity {
 /// Activity type, limited to the documented values 0–5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivityType(u8);
 
 impl ActivityType {
@@ -200,6 +203,7 @@ impl From<ActivityType> for u8 {
 /// op 3: `{since, activities, status, afk}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceUpdate {
     /// Unix ms since idle, or `null`.
     pub since: Option<u64>,
@@ -214,6 +218,7 @@ pub struct PresenceUpdate {
 /// op 4: join, move or leave voice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VoiceStateUpdate {
     /// Guild id.
     pub guild_id: Snowflake,

@@ -8,6 +8,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A Discord id. Serialized as a decimal string, deserialized from a string or integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = String, example = "41771983423143937")
+)]
 pub struct Snowflake(pub u64);
 
 impl fmt::Display for Snowflake {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use shardkeeper_admin::EventHub;
 use shardkeeper_cluster::{
     Auto, ChannelSink, Cluster, ClusterConfig, ClusterHandle, ShardState, SledStore,
 };
@@ -27,6 +28,8 @@ pub(crate) struct Env {
     pub(crate) events: Arc<Mutex<BTreeMap<u32, Vec<Seen>>>>,
     /// The sled directory, when the cluster persists sessions.
     pub(crate) store: Option<PathBuf>,
+    /// The WebSocket fan-out sink, for the admin API.
+    pub(crate) hub: EventHub,
     window: Duration,
 }
 
@@ -84,12 +87,14 @@ impl Env {
     ) -> Self {
         let sim = Sim::start(sim).await.expect("simulator starts");
         let events: Arc<Mutex<BTreeMap<u32, Vec<Seen>>>> = Arc::default();
-        let cluster = launch(&sim, tweak, window, store.as_deref(), &events).await;
+        let hub = EventHub::new();
+        let cluster = launch(&sim, tweak, window, store.as_deref(), &events, &hub).await;
         Self {
             sim,
             cluster,
             events,
             store,
+            hub,
             window,
         }
     }
@@ -104,6 +109,7 @@ impl Env {
             self.window,
             self.store.as_deref(),
             &self.events,
+            &self.hub,
         )
         .await;
     }
@@ -169,6 +175,7 @@ async fn launch(
     window: Duration,
     store: Option<&Path>,
     events: &Arc<Mutex<BTreeMap<u32, Vec<Seen>>>>,
+    hub: &EventHub,
 ) -> ClusterHandle {
     let mut config = cluster_config(sim, window);
     tweak(&mut config);
@@ -187,7 +194,9 @@ async fn launch(
                 .push(seen);
         }
     });
-    let mut builder = Cluster::builder(config).sink(Arc::new(sink));
+    let mut builder = Cluster::builder(config)
+        .sink(Arc::new(sink))
+        .sink(Arc::new(hub.clone()));
     if let Some(path) = store {
         builder = builder.store(Arc::new(SledStore::open(path).expect("store opens")));
     }

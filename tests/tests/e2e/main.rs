@@ -1,6 +1,7 @@
 //! End-to-end tests: the simulator and a cluster on 127.0.0.1, real sockets.
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
+mod admin;
 mod cluster;
 mod commands;
 mod faults;

@@ -1,0 +1,318 @@
+//! `/api/v1`: shards, restarts, presence, voice, members, identify.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shardkeeper_cluster::{IdentifyStatus, ShardSnapshot};
+use shardkeeper_protocol::Snowflake;
+use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers, VoiceStateUpdate};
+use utoipa::ToSchema;
+
+use crate::ApiError;
+use crate::auth::Authorized;
+use crate::state::AdminState;
+
+/// `{"error": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    error: String,
+}
+
+/// `GET /api/v1/shards`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ShardList {
+    shards: Vec<ShardSnapshot>,
+}
+
+/// Options of a restart.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RestartQuery {
+    /// Drop the session and IDENTIFY (spends session starts).
+    #[serde(default)]
+    fresh: bool,
+    /// Restart even if the session-start budget cannot afford it.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Which shard a presence goes to.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PresenceQuery {
+    /// One shard; all owned shards when absent.
+    shard: Option<u32>,
+}
+
+/// `POST /api/v1/guilds/{guild_id}/members` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MembersBody {
+    /// Username prefix; `""` with `limit` 0 asks for everyone.
+    #[serde(default)]
+    query: String,
+    /// Maximum members (0: no limit, full list only).
+    #[serde(default)]
+    limit: u32,
+    /// Include presences.
+    #[serde(default)]
+    presences: bool,
+    /// Specific members (at most 100); replaces `query`.
+    #[serde(default)]
+    user_ids: Option<Vec<Snowflake>>,
+}
+
+/// `{"chunks": [...]}`: every GUILD_MEMBERS_CHUNK `d`, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MembersResponse {
+    #[schema(value_type = Vec<Object>)]
+    chunks: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// Accepted commands answer with what they did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    /// The shards the command went to.
+    shards: Vec<u32>,
+}
+
+fn parse_shard(raw: &str) -> Result<u32, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::BadRequest(format!("shard id {raw:?} is not a non-negative integer"))
+    })
+}
+
+fn parse_guild(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::BadRequest(format!("guild id {raw:?} is not a snowflake")))
+}
+
+fn accepted(shards: Vec<u32>) -> HttpResponse {
+    HttpResponse::Accepted().json(Accepted { shards })
+}
+
+/// Refuses a fresh restart that the session-start budget cannot afford.
+fn check_budget(state: &AdminState, cost: u32, force: bool) -> Result<(), ApiError> {
+    let Some(status) = state.cluster.identify_status() else {
+        return Ok(());
+    };
+    if force || status.remaining >= cost {
+        return Ok(());
+    }
+    Err(ApiError::Conflict {
+        message: format!(
+            "a fresh restart of {cost} shard(s) needs {cost} session starts, {} remain (resets in {} s); add ?force=true to do it anyway",
+            status.remaining,
+            status.reset_in_ms / 1000
+        ),
+        details: json!({"cost": cost, "remaining": status.remaining, "total": status.total, "reset_in_ms": status.reset_in_ms}),
+    })
+}
+
+/// Every owned shard.
+#[utoipa::path(get, path = "/api/v1/shards",
+    responses((status = 200, body = ShardList), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list_shards(
+    _: Authorized,
+    state: web::Data<AdminState>,
+) -> web::Json<ShardList> {
+    web::Json(ShardList {
+        shards: state.cluster.shards(),
+    })
+}
+
+/// One shard.
+#[utoipa::path(get, path = "/api/v1/shards/{id}",
+    params(("id" = u32, Path, description = "Shard id")),
+    responses((status = 200, body = ShardSnapshot), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_shard(
+    _: Authorized,
+    id: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> Result<web::Json<ShardSnapshot>, ApiError> {
+    let id = parse_shard(&id)?;
+    state
+        .cluster
+        .shard(id)
+        .map(web::Json)
+        .ok_or_else(|| ApiError::NotFound(format!("shard {id} is not run by this process")))
+}
+
+/// Reconnects a shard now: RESUME, or with `fresh=true` a new session.
+#[utoipa::path(post, path = "/api/v1/shards/{id}/restart",
+    params(("id" = u32, Path, description = "Shard id"), RestartQuery),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn restart_shard(
+    _: Authorized,
+    id: web::Path<String>,
+    query: web::Query<RestartQuery>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_shard(&id)?;
+    if state.cluster.shard(id).is_none() {
+        return Err(ApiError::NotFound(format!(
+            "shard {id} is not run by this process"
+        )));
+    }
+    if query.fresh {
+        check_budget(&state, 1, query.force)?;
+    }
+    state.cluster.restart(id, query.fresh).await?;
+    Ok(accepted(vec![id]))
+}
+
+/// Closes a shard with 4000 (the session stays resumable) and keeps it stopped.
+#[utoipa::path(post, path = "/api/v1/shards/{id}/stop",
+    params(("id" = u32, Path, description = "Shard id")),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn stop_shard(
+    _: Authorized,
+    id: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_shard(&id)?;
+    state.cluster.stop(id).await?;
+    Ok(accepted(vec![id]))
+}
+
+/// Starts a stopped, quarantined or failed shard.
+#[utoipa::path(post, path = "/api/v1/shards/{id}/start",
+    params(("id" = u32, Path, description = "Shard id")),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn start_shard(
+    _: Authorized,
+    id: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_shard(&id)?;
+    state.cluster.start(id).await?;
+    Ok(accepted(vec![id]))
+}
+
+/// Rolling restart of every shard, one after another, each resuming before the next.
+#[utoipa::path(post, path = "/api/v1/shards/restart",
+    params(RestartQuery),
+    responses((status = 202, body = Accepted), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn restart_all(
+    _: Authorized,
+    query: web::Query<RestartQuery>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    let ids = state.cluster.ids();
+    let cluster = state.cluster.clone();
+    if query.fresh {
+        check_budget(
+            &state,
+            u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            query.force,
+        )?;
+        for &id in &ids {
+            cluster.restart(id, true).await?;
+        }
+    } else {
+        actix_web::rt::spawn(async move {
+            if let Err(err) = cluster.rolling_restart().await {
+                tracing::error!(%err, "rolling restart stopped");
+            }
+        });
+    }
+    Ok(accepted(ids))
+}
+
+/// Sends op 3 to every owned shard, or to `?shard=N`.
+#[utoipa::path(post, path = "/api/v1/presence",
+    params(PresenceQuery),
+    request_body = PresenceUpdate,
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn presence(
+    _: Authorized,
+    query: web::Query<PresenceQuery>,
+    body: web::Json<PresenceUpdate>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    let shards = match query.shard {
+        Some(id) => vec![id],
+        None => state.cluster.ids(),
+    };
+    state
+        .cluster
+        .presence(query.shard, body.into_inner())
+        .await?;
+    Ok(accepted(shards))
+}
+
+/// Sends op 4 on the shard that owns the guild.
+#[utoipa::path(post, path = "/api/v1/voice-state",
+    request_body = VoiceStateUpdate,
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn voice_state(
+    _: Authorized,
+    body: web::Json<VoiceStateUpdate>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    let shard = state.cluster.voice_state(body.into_inner()).await?;
+    Ok(accepted(vec![shard]))
+}
+
+/// Sends op 8 on the shard that owns the guild and returns every chunk.
+#[utoipa::path(post, path = "/api/v1/guilds/{guild_id}/members",
+    params(("guild_id" = String, Path, description = "Guild snowflake")),
+    request_body = MembersBody,
+    responses((status = 200, body = MembersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn members(
+    _: Authorized,
+    guild: web::Path<String>,
+    body: web::Json<MembersBody>,
+    state: web::Data<AdminState>,
+) -> Result<web::Json<MembersResponse>, ApiError> {
+    let guild = parse_guild(&guild)?;
+    let body = body.into_inner();
+    let request = match body.user_ids {
+        Some(ids) => RequestGuildMembers {
+            guild_id: Snowflake(guild),
+            query: None,
+            limit: None,
+            presences: body.presences,
+            user_ids: Some(ids),
+            nonce: None,
+        },
+        None => RequestGuildMembers {
+            guild_id: Snowflake(guild),
+            query: Some(body.query),
+            limit: Some(body.limit),
+            presences: body.presences,
+            user_ids: None,
+            nonce: None,
+        },
+    };
+    request.validate().map_err(ApiError::BadRequest)?;
+    let chunks = state.cluster.request_members(request).await?;
+    Ok(web::Json(MembersResponse { chunks }))
+}
+
+/// Buckets, next grant times and the session start budget.
+#[utoipa::path(get, path = "/api/v1/identify",
+    responses((status = 200, body = IdentifyStatus), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn identify(
+    _: Authorized,
+    state: web::Data<AdminState>,
+) -> Result<web::Json<IdentifyStatus>, ApiError> {
+    state
+        .cluster
+        .identify_status()
+        .map(web::Json)
+        .ok_or_else(|| {
+            ApiError::Unavailable("the identify coordinator has not reported yet".into())
+        })
+}

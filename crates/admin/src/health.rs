@@ -1,0 +1,73 @@
+//! Open routes: liveness, readiness, metrics.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use serde_json::json;
+use shardkeeper_cluster::{ShardState, StoreHealth};
+use utoipa::ToSchema;
+
+use crate::state::AdminState;
+
+/// `GET /readyz` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    /// Every owned shard is Ready.
+    ready: bool,
+    /// Shards that are not Ready, with their state.
+    not_ready: Vec<NotReady>,
+    /// `healthy`, or why sessions do not reach the store.
+    store: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct NotReady {
+    id: u32,
+    state: ShardState,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")))]
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Every owned shard is Ready (503 with the ones that are not).
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub(crate) async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+    let not_ready: Vec<NotReady> = state
+        .cluster
+        .shards()
+        .into_iter()
+        .filter(|s| s.state != ShardState::Ready)
+        .map(|s| NotReady {
+            id: s.id,
+            state: s.state,
+        })
+        .collect();
+    let store = match state.cluster.store_health() {
+        StoreHealth::Healthy => "healthy".to_owned(),
+        StoreHealth::Degraded(err) => format!("degraded: {err}"),
+    };
+    let ready = not_ready.is_empty();
+    let body = Readiness {
+        ready,
+        not_ready,
+        store,
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(crate) async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+    state
+        .subscribers
+        .set(i64::try_from(state.hub.subscriber_count()).unwrap_or(i64::MAX));
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.cluster.render_metrics())
+}

@@ -1,0 +1,17 @@
+//! What every handler shares.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use shardkeeper_cluster::ClusterHandle;
+use shardkeeper_protocol::Token;
+
+use crate::events::EventHub;
+
+/// Shared by every handler.
+pub(crate) struct AdminState {
+    pub(crate) cluster: ClusterHandle,
+    pub(crate) token: Token,
+    pub(crate) hub: EventHub,
+    pub(crate) requests_refused: Counter,
+    pub(crate) subscribers: Gauge,
+}
