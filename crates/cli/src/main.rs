@@ -1,15 +1,22 @@
 //! The `shardkeeper` command-line program.
 //!
-//! Subcommands are added as their parts land; today it runs the gateway simulator
-//! (`shardkeeper sim`). Logs go to stderr (`--log-format text|json`, filter with
-//! `RUST_LOG`), so stdout stays free for data.
+//! - `run [--config PATH]`: the cluster, store, sinks and admin API
+//! - `demo`: an embedded simulator + cluster + admin API, printing the dashboard URL
+//! - `sim`: the gateway simulator on its own
+//! - `shards list|restart|stop|start`: operator commands over the admin API
 //!
-//! Layout:
-//! - `main.rs`: argument parsing, logging, dispatch to a subcommand
-//! - `sim.rs`: `shardkeeper sim`
+//! Logs go to stderr (`--log-format text|json`, filter with `RUST_LOG`); stdout carries
+//! event lines. Exit codes: 0 on clean shutdown, 2 on bad configuration, 1 otherwise.
+//!
+//! Layout: `config.rs` (TOML + env overrides), `run.rs`, `demo.rs`, `sim.rs`, `shards.rs`.
 
+mod config;
+mod demo;
+mod run;
+mod shards;
 mod sim;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,39 +41,60 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the shards of a bot with the admin API (config: TOML file + SHARDKEEPER_* env).
+    Run {
+        /// Configuration file; built-in defaults (config/default.toml) when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Try it out: embedded gateway simulator, a cluster and the admin API with dashboard.
+    Demo(demo::DemoArgs),
     /// Run the Discord gateway simulator (strict rules, fault injection, stats over HTTP).
     Sim(sim::SimArgs),
+    /// Operate on shards through a running admin API.
+    Shards(shards::ShardsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    // The demo talks to a person on the terminal; only warnings interrupt it.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Sim(args) => sim::run(args).await,
+    init_logging(cli.log_format, default_level);
+    let result = match cli.command {
+        Command::Run { config } => {
+            match config::Config::load(config.as_deref(), std::env::vars()) {
+                Ok(config) => actix::System::new().block_on(run::run(config)),
+                Err(err) => Err(err.into()),
+            }
         }
-    });
+        Command::Demo(args) => actix::System::new().block_on(demo::run(args)),
+        Command::Sim(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(sim::run(args))),
+        Command::Shards(args) => shards::run(&args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -78,24 +106,26 @@ fn init_logging(format: LogFormat) {
 
 /// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
                 tokio::select! {
-                    _ = interrupt => {}
-                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
                 }
             }
-            Err(_) => {
-                let _ = interrupt.await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
