@@ -112,7 +112,7 @@ impl Conn {
     }
 
     fn next_event_at(&self) -> Option<Instant> {
-        let rate = self.world.config.events_per_sec;
+        let rate = self.world.events_per_sec();
         if self.auth.is_none() || self.zombie || self.closed || rate <= 0.0 {
             return None;
         }
@@ -511,7 +511,7 @@ impl Conn {
     }
 
     fn generate_events(&mut self, now: Instant) -> Vec<Out> {
-        let rate = self.world.config.events_per_sec;
+        let rate = self.world.events_per_sec();
         let Some(auth) = self.auth.as_ref().filter(|_| !self.zombie && rate > 0.0) else {
             return Vec::new();
         };

@@ -201,6 +201,11 @@ impl SimHandle {
         let _ = self.world.faults.send((target, fault));
     }
 
+    /// Changes the generated dispatches per second per Ready shard (0 stops them).
+    pub fn set_events_per_sec(&self, rate: f64) {
+        self.world.set_events_per_sec(rate);
+    }
+
     /// Stops accepting and ends every connection.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);

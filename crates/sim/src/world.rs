@@ -76,6 +76,8 @@ pub(crate) struct World {
     pub(crate) open_connections: AtomicU64,
     pub(crate) events_sent: AtomicU64,
     pub(crate) heartbeats: AtomicU64,
+    /// Dispatches per second per Ready shard (f64 bits), adjustable at run time.
+    events_per_sec: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -84,6 +86,7 @@ impl World {
         let buckets = config.max_concurrency.max(1) as usize;
         let now = Instant::now();
         let (faults, _) = broadcast::channel(1024);
+        let rate = config.events_per_sec.max(0.0).to_bits();
         let inner = Inner {
             sessions: HashMap::new(),
             bucket_attempts: vec![VecDeque::new(); buckets],
@@ -114,8 +117,18 @@ impl World {
             open_connections: AtomicU64::new(0),
             events_sent: AtomicU64::new(0),
             heartbeats: AtomicU64::new(0),
+            events_per_sec: AtomicU64::new(rate),
             inner: Mutex::new(inner),
         }
+    }
+
+    pub(crate) fn events_per_sec(&self) -> f64 {
+        f64::from_bits(self.events_per_sec.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_events_per_sec(&self, rate: f64) {
+        self.events_per_sec
+            .store(rate.max(0.0).to_bits(), Ordering::Relaxed);
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

@@ -1,0 +1,116 @@
+//! The CLI contract: help, configuration errors, `demo` and `sim`.
+
+use std::time::Duration;
+
+use crate::support::{Running, binary};
+
+#[test]
+fn help_lists_every_subcommand() {
+    let output = binary().arg("--help").output().expect("runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in ["run", "demo", "sim", "shards"] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_config_key_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[shards]\ntotl = 3\n").expect("written");
+    let output = binary()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("DISCORD_TOKEN", "x")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("shards") && stderr.contains("totl"),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, "[identify]\nwindow_ms = \"soon\"\n").expect("written");
+    let output = binary()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("identify.window_ms"));
+}
+
+#[test]
+fn a_missing_token_exits_2_naming_the_variable() {
+    let output = binary().arg("run").output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DISCORD_TOKEN"), "{stderr}");
+
+    let output = binary()
+        .arg("run")
+        .env("DISCORD_TOKEN", "bot-secret-value")
+        .env("SHARDKEEPER_DISCORD__TOKEN_ENV", "MY_BOT_TOKEN")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MY_BOT_TOKEN"), "{stderr}");
+
+    let output = binary()
+        .arg("run")
+        .env("DISCORD_TOKEN", "bot-secret-value")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SHARDKEEPER_ADMIN_TOKEN"), "{stderr}");
+    assert!(
+        !stderr.contains("bot-secret-value"),
+        "the token never appears in output"
+    );
+}
+
+#[test]
+fn demo_reaches_all_shards_ready_and_exits_0_on_sigint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = binary();
+    command.args(["demo", "--shards", "8", "--admin", "127.0.0.1:0"]);
+    let mut demo = Running::spawn(command, &dir.path().join("demo.log"));
+    let dashboard = demo.line_with("dashboard", Duration::from_secs(30));
+    assert!(
+        dashboard.contains("http://127.0.0.1:") && dashboard.contains("#token="),
+        "{dashboard}"
+    );
+    let ready = demo.line_with("all shards ready", Duration::from_secs(30));
+    assert!(ready.contains("8 shards"), "{ready}");
+    demo.signal("INT");
+    assert_eq!(demo.wait(Duration::from_secs(15)).code(), Some(0));
+    assert!(!demo.log().contains("panicked"));
+}
+
+#[test]
+fn sim_serves_until_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = binary();
+    command.args(["sim", "--shards", "4", "--token", "sim-cli-token"]);
+    let mut sim = Running::spawn(command, &dir.path().join("sim.log"));
+    let api = sim.line_with("api ", Duration::from_secs(10));
+    let base = api.split_whitespace().last().expect("url").to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("{base}/gateway/bot"))
+        .header("Authorization", "Bot sim-cli-token")
+        .call()
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.body_mut().read_to_string().expect("body");
+    assert!(body.contains("\"shards\":4"), "{body}");
+    sim.signal("TERM");
+    assert_eq!(sim.wait(Duration::from_secs(10)).code(), Some(0));
+}

@@ -1,0 +1,7 @@
+//! Tests that spawn the real `shardkeeper` binary: CLI behaviour, and restarts (graceful
+//! and `kill -9`) against the simulator with real sled files.
+#![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
+
+mod commands;
+mod crash;
+mod support;
