@@ -4,6 +4,7 @@
 mod admin;
 mod cluster;
 mod commands;
+mod dashboard;
 mod faults;
 mod harness;
 mod persistence;
