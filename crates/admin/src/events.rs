@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
-use shardkeeper_cluster::{Event, EventSink};
+use shardkeeper_cluster::{Delivery, Event, EventSink};
 use tokio::sync::mpsc;
 
 use crate::auth::Authorized;
@@ -103,14 +103,14 @@ impl EventSink for EventHub {
         "websocket"
     }
 
-    fn deliver(&self, event: &Arc<Event>) {
+    fn deliver(&self, event: &Arc<Event>) -> Delivery {
         let mut subscribers = self
             .inner
             .subscribers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if subscribers.is_empty() {
-            return;
+            return Delivery::Accepted;
         }
         let mut line: Option<Arc<str>> = None;
         subscribers.retain(|subscriber| {
@@ -135,6 +135,7 @@ impl EventSink for EventHub {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+        Delivery::Accepted
     }
 }
 

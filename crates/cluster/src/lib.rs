@@ -67,6 +67,6 @@ pub use metrics::Metrics;
 pub use persist::StoreHealth;
 pub use registry::{ShardSnapshot, ShardState};
 pub use rest::{RestClient, RestError};
-pub use sink::{ChannelSink, EventSink, LineSink, Sinks, sink_path};
+pub use sink::{ChannelSink, Delivery, EventSink, LineSink, Sinks, sink_path};
 pub use store::{MemoryStore, SessionStore, SledStore, StoreError, StoredSession};
 pub use tls::{TlsError, client_config};

@@ -28,6 +28,9 @@ use crate::{Event, clock};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How often events are re-offered to a full sink.
+const SINK_RETRY: Duration = Duration::from_millis(5);
+
 /// How long a closing connection may take to send its close frame at shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
@@ -66,7 +69,7 @@ pub(crate) struct Crash;
 struct Link {
     writer: mpsc::UnboundedSender<Message>,
     task: JoinHandle<()>,
-    reader: SpawnHandle,
+    reader: JoinHandle<()>,
 }
 
 /// One shard.
@@ -88,6 +91,16 @@ pub(crate) struct Shard {
     retired: bool,
     /// Session counters already added to the metrics.
     published: shardkeeper_session::SessionStats,
+    /// Events a full sink has not taken yet, and the store writes that wait for them.
+    backlog: VecDeque<Deferred>,
+}
+
+/// Work that must happen in order after a full sink takes an event.
+enum Deferred {
+    /// The event and the bits of the sinks that still have to take it.
+    Emit(Arc<Event>, u64),
+    Persist(shardkeeper_session::ResumeInfo),
+    Forget,
 }
 
 impl Shard {
@@ -106,6 +119,7 @@ impl Shard {
             closing: Vec::new(),
             retired: false,
             published: shardkeeper_session::SessionStats::default(),
+            backlog: VecDeque::new(),
         }
     }
 
@@ -150,12 +164,18 @@ impl Shard {
                     self.members.observe(&event);
                 }
                 self.params.metrics.event(&event.t);
-                self.params.sinks.deliver(&event);
+                let all = self.params.sinks.all();
+                self.backlog.push_back(Deferred::Emit(event, all));
+                self.drain_backlog();
             }
-            Action::Persist(info) => self.params.store.save_session(id, self.params.total, &info),
+            Action::Persist(info) => {
+                self.backlog.push_back(Deferred::Persist(info));
+                self.drain_backlog();
+            }
             Action::Forget => {
                 self.members.interrupt();
-                self.params.store.forget_session(id);
+                self.backlog.push_back(Deferred::Forget);
+                self.drain_backlog();
             }
             Action::Changed(state) => tracing::debug!(shard = id, %state, "shard state changed"),
             Action::Notice(notice) => self.on_notice(notice),
@@ -285,16 +305,26 @@ impl Shard {
 
     fn attach(&mut self, ctx: &mut Context<Self>, ws: Ws) {
         let epoch = self.epoch;
-        let (sink, stream) = ws.split();
-        let frames = stream
-            .map(move |item| Inbound {
-                epoch,
-                item: Some(item),
-            })
-            .chain(futures_util::stream::once(async move {
-                Inbound { epoch, item: None }
-            }));
-        let reader = ctx.add_stream(frames);
+        let (sink, mut stream) = ws.split();
+        let addr = ctx.address();
+        // Each frame waits for its handler: while a sink is full the handler does not
+        // finish, this task stops reading, and TCP slows the gateway down. Timers keep
+        // running in the actor, so heartbeats go on.
+        let reader = actix::spawn(async move {
+            while let Some(item) = stream.next().await {
+                if addr
+                    .send(Inbound {
+                        epoch,
+                        item: Some(item),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = addr.send(Inbound { epoch, item: None }).await;
+        });
         let (writer, task) = spawn_writer(sink);
         self.link = Some(Link {
             writer,
@@ -314,7 +344,7 @@ impl Shard {
                 };
                 let _ = link.writer.send(Message::Close(Some(frame)));
             }
-            ctx.cancel_future(link.reader);
+            link.reader.abort();
             self.closing.retain(|task| !task.is_finished());
             self.closing.push(link.task);
         }
@@ -326,7 +356,7 @@ impl Shard {
             ctx.cancel_future(handle);
         }
         if let Some(link) = self.link.take() {
-            ctx.cancel_future(link.reader);
+            link.reader.abort();
             link.task.abort();
         }
         self.epoch += 1;
@@ -425,13 +455,39 @@ impl Drop for Shard {
     }
 }
 
-impl StreamHandler<Inbound> for Shard {
-    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) {
-        if inbound.epoch != self.epoch {
-            return;
+impl Handler<Inbound> for Shard {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) -> Self::Result {
+        if inbound.epoch == self.epoch {
+            self.on_inbound(ctx, inbound.item);
         }
+        if self.backlog.is_empty() {
+            return Box::pin(actix::fut::ready(()));
+        }
+        // A sink is full: finish this frame only when the backlog is delivered.
+        wait_for_sinks()
+    }
+}
+
+/// Re-offers backlogged events every few milliseconds until every sink took them.
+fn wait_for_sinks() -> ResponseActFuture<Shard, ()> {
+    Box::pin(
+        actix::fut::wrap_future::<_, Shard>(tokio::time::sleep(SINK_RETRY)).then(|(), act, _| {
+            act.drain_backlog();
+            if act.backlog.is_empty() {
+                Box::pin(actix::fut::ready(())) as ResponseActFuture<Shard, ()>
+            } else {
+                wait_for_sinks()
+            }
+        }),
+    )
+}
+
+impl Shard {
+    fn on_inbound(&mut self, ctx: &mut Context<Self>, item: Option<Result<Message, WsError>>) {
         let now = clock::now();
-        match inbound.item {
+        match item {
             Some(Ok(Message::Text(text))) => {
                 self.session.handle(now, Input::Frame(text.as_bytes()));
             }
@@ -455,9 +511,25 @@ impl StreamHandler<Inbound> for Shard {
         self.after_input(ctx);
     }
 
-    fn finished(&mut self, _ctx: &mut Self::Context) {
-        // Each connection's stream ends with an explicit `None` item; nothing to do here
-        // (the default would stop the actor).
+    /// Delivers what the sinks accept now, in order; persists once its events are in.
+    fn drain_backlog(&mut self) {
+        while let Some(front) = self.backlog.front_mut() {
+            match front {
+                Deferred::Emit(event, pending) => {
+                    *pending = self.params.sinks.deliver(event, *pending);
+                    if *pending != 0 {
+                        return;
+                    }
+                }
+                Deferred::Persist(info) => {
+                    self.params
+                        .store
+                        .save_session(self.params.id, self.params.total, info);
+                }
+                Deferred::Forget => self.params.store.forget_session(self.params.id),
+            }
+            self.backlog.pop_front();
+        }
     }
 }
 

@@ -11,17 +11,27 @@ use tokio::sync::mpsc;
 
 use crate::Event;
 
+/// Whether a sink took an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The sink has the event.
+    Accepted,
+    /// The sink's queue is full; offer the same event again later. The shard stops
+    /// reading its socket meanwhile (heartbeats go on), which slows the gateway down.
+    Full,
+}
+
 /// A destination for dispatch events.
 ///
 /// `deliver` is called on the shard's thread, in sequence order per shard, and must not
-/// block: a sink hands the event to its own queue or writer. An event counts as
-/// delivered — and its sequence may be persisted — once `deliver` returned for every sink.
+/// block: a sink hands the event to its own queue or writer, or answers `Full`. An event
+/// counts as delivered — and its sequence may be persisted — once every sink accepted it.
 pub trait EventSink: Send + Sync + 'static {
     /// A short name for logs and metrics (`stdout`, `file:/path`, `channel`).
     fn name(&self) -> &str;
 
-    /// Takes one event.
-    fn deliver(&self, event: &Arc<Event>);
+    /// Offers one event.
+    fn deliver(&self, event: &Arc<Event>) -> Delivery;
 
     /// Returns once every event delivered so far is written out (to the file, the pipe,
     /// the socket). Called from the store's flush thread, never from a shard.
@@ -48,9 +58,10 @@ impl EventSink for ChannelSink {
         "channel"
     }
 
-    fn deliver(&self, event: &Arc<Event>) {
+    fn deliver(&self, event: &Arc<Event>) -> Delivery {
         // A dropped receiver means nobody listens any more; the event has nowhere to go.
         let _ = self.tx.send(Arc::clone(event));
+        Delivery::Accepted
     }
 }
 
@@ -74,11 +85,26 @@ impl Sinks {
         self.sinks.push(sink);
     }
 
-    /// Hands an event to every sink.
-    pub fn deliver(&self, event: &Arc<Event>) {
-        for sink in &self.sinks {
-            sink.deliver(event);
+    /// A mask with one bit per sink (at most 64 sinks).
+    pub(crate) fn all(&self) -> u64 {
+        match self.sinks.len() {
+            0 => 0,
+            n if n >= 64 => u64::MAX,
+            n => (1u64 << n) - 1,
         }
+    }
+
+    /// Offers an event to the sinks whose bit is set in `pending`; returns the bits of
+    /// the sinks that are still full.
+    pub(crate) fn deliver(&self, event: &Arc<Event>, pending: u64) -> u64 {
+        let mut still = 0;
+        for (index, sink) in self.sinks.iter().enumerate().take(64) {
+            let bit = 1u64 << index;
+            if pending & bit != 0 && sink.deliver(event) == Delivery::Full {
+                still |= bit;
+            }
+        }
+        still
     }
 
     /// Waits until every sink wrote out what it was handed.

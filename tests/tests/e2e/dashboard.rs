@@ -68,10 +68,10 @@ impl Driver {
         args.push(format!("--user-data-dir={}", profile.display()));
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
         let created = driver.call("POST", "/session", Some(caps));
-        driver.session = created["sessionId"]
+        created["sessionId"]
             .as_str()
             .expect("session id")
-            .to_owned();
+            .clone_into(&mut driver.session);
         driver
     }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 
 use crate::Event;
-use crate::sink::EventSink;
+use crate::sink::{Delivery, EventSink};
 
-/// Events a line sink holds before `deliver` waits for its writer.
-const QUEUE: usize = 65_536;
+/// Events a line sink holds before it answers `Full` and the shard stops reading.
+const QUEUE: usize = 8_192;
 /// Bytes gathered into one write call.
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -157,13 +157,10 @@ impl EventSink for LineSink {
         &self.name
     }
 
-    fn deliver(&self, event: &Arc<Event>) {
+    fn deliver(&self, event: &Arc<Event>) -> Delivery {
         match self.tx.try_send(Item::Event(Arc::clone(event))) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(item)) => {
-                // The writer is behind by a whole queue: wait for it rather than drop.
-                let _ = self.tx.send(item);
-            }
+            Ok(()) | Err(TrySendError::Disconnected(_)) => Delivery::Accepted,
+            Err(TrySendError::Full(_)) => Delivery::Full,
         }
     }
 
@@ -191,7 +188,7 @@ mod tests {
 
     use super::LineSink;
     use crate::Event;
-    use crate::sink::EventSink;
+    use crate::sink::{Delivery, EventSink};
 
     fn event(seq: u64) -> Arc<Event> {
         Arc::new(Event {
@@ -214,7 +211,7 @@ mod tests {
         .expect("written");
         let sink = LineSink::file(&path).expect("opens");
         for seq in 1..=3 {
-            sink.deliver(&event(seq));
+            assert_eq!(sink.deliver(&event(seq)), Delivery::Accepted);
         }
         sink.flush();
         let text = std::fs::read_to_string(&path).expect("read");
