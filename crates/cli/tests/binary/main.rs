@@ -4,4 +4,5 @@
 
 mod commands;
 mod crash;
+mod slow_reader;
 mod support;
