@@ -4,12 +4,15 @@
 //! - `demo`: an embedded simulator + cluster + admin API, printing the dashboard URL
 //! - `sim`: the gateway simulator on its own
 //! - `shards list|restart|stop|start`: operator commands over the admin API
+//! - `bench`: start-up, restart, throughput, memory and latency measurements
 //!
 //! Logs go to stderr (`--log-format text|json`, filter with `RUST_LOG`); stdout carries
 //! event lines. Exit codes: 0 on clean shutdown, 2 on bad configuration, 1 otherwise.
 //!
-//! Layout: `config.rs` (TOML + env overrides), `run.rs`, `demo.rs`, `sim.rs`, `shards.rs`.
+//! Layout: `config.rs` (TOML + env overrides), `run.rs`, `demo.rs`, `sim.rs`, `shards.rs`,
+//! `bench.rs` (+ `bench/`).
 
+mod bench;
 mod config;
 mod demo;
 mod run;
@@ -53,6 +56,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Operate on shards through a running admin API.
     Shards(shards::ShardsArgs),
+    /// Measure start-up, restarts, throughput, memory and latency against the simulator.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(sim::run(args))),
         Command::Shards(args) => shards::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

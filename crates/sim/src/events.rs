@@ -140,16 +140,25 @@ pub(crate) fn message_create(guild: u64, n: u64, body_bytes: usize) -> String {
     let mut d = String::with_capacity(body_bytes + 64);
     let _ = write!(
         d,
-        r#"{{"id":"{}","channel_id":"{}","guild_id":"{guild}","author":{{"id":"{}","username":"member-{}","bot":false}},"type":0,"tts":false,"content":""#,
+        r#"{{"id":"{}","channel_id":"{}","guild_id":"{guild}","author":{{"id":"{}","username":"member-{}","bot":false}},"type":0,"tts":false,"nonce":"{}","content":""#,
         (guild << 1) + n,
         guild + 1,
         FIRST_MEMBER_ID + n % 1000,
-        n % 1000
+        n % 1000,
+        unix_micros(),
     );
     let pad = body_bytes.saturating_sub(d.len() + 2);
     d.extend(std::iter::repeat_n('x', pad));
     d.push_str(r#""}"#);
     d
+}
+
+/// Wall-clock microseconds, carried in MESSAGE_CREATE's `nonce` so a reader can measure
+/// how long a dispatch took to reach it.
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
 }
 
 fn member(n: u64) -> serde_json::Value {

@@ -1,0 +1,85 @@
+//! `shardkeeper bench`: reproducible measurements against the simulator. The simulator
+//! runs in this process; `shardkeeper run` runs as a child, so CPU and RSS figures are
+//! the cluster's alone (read from `/proc`).
+
+mod harness;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::{Map, Value};
+
+/// Options of `shardkeeper bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Which scenario to run.
+    #[arg(value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// The full sizes (64 shards startup at Discord's 5 s window, 1,000-shard restart…)
+    /// instead of the reduced ones that finish in a few minutes.
+    #[arg(long)]
+    full: bool,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "bench-results.json")]
+    json: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Startup,
+    Restart,
+    Throughput,
+    Memory,
+    Latency,
+}
+
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let full = args.full;
+    let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
+    println!("| scenario | setup | result | | | |");
+    println!("|---|---|---|---|---|---|");
+    let mut results = Map::new();
+    if wants(Scenario::Startup) {
+        let value = if full {
+            scenarios::startup(64, 16, Duration::from_secs(5))?
+        } else {
+            scenarios::startup(32, 8, Duration::from_secs(1))?
+        };
+        results.insert("startup".into(), value);
+    }
+    if wants(Scenario::Restart) {
+        results.insert(
+            "restart".into(),
+            scenarios::restart(if full { 1000 } else { 200 })?,
+        );
+    }
+    if wants(Scenario::Throughput) {
+        results.insert(
+            "throughput".into(),
+            scenarios::throughput(if full { 10 } else { 4 })?,
+        );
+    }
+    if wants(Scenario::Memory) {
+        let value = if full {
+            scenarios::memory(&[1, 100, 250, 500, 1000], 256, 10)?
+        } else {
+            scenarios::memory(&[1, 50, 200], 64, 4)?
+        };
+        results.insert("memory".into(), value);
+    }
+    if wants(Scenario::Latency) {
+        results.insert(
+            "latency".into(),
+            scenarios::latency(if full { 10 } else { 5 })?,
+        );
+    }
+    std::fs::write(
+        &args.json,
+        serde_json::to_vec_pretty(&Value::Object(results))?,
+    )?;
+    println!("\nresults written to {}", args.json.display());
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! The benchmark scenarios. Each returns a JSON value and prints a table row.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shardkeeper_protocol::Compression;
+use shardkeeper_sim::SimConfig;
+
+use super::harness::{BenchSim, RunSpec, Shardkeeper, scratch, wait_until};
+
+const COMPRESSIONS: [Compression; 3] = [
+    Compression::None,
+    Compression::ZlibStream,
+    Compression::ZstdStream,
+];
+
+fn spec<'a>(
+    dir: &'a std::path::Path,
+    window: Duration,
+    compression: Compression,
+    sinks: &str,
+) -> RunSpec<'a> {
+    RunSpec {
+        dir,
+        window,
+        compression,
+        sinks: sinks.to_owned(),
+        stdout: Stdio::null(),
+    }
+}
+
+/// N shards in K buckets with window W: time until all Ready against ⌈N/K⌉·W.
+pub(crate) fn startup(n: u32, k: u32, window: Duration) -> anyhow::Result<Value> {
+    let sim = BenchSim::start(SimConfig {
+        shards: n,
+        max_concurrency: k,
+        identify_window: window,
+        ..SimConfig::default()
+    })?;
+    let dir = scratch("startup")?;
+    let started = Instant::now();
+    let run = Shardkeeper::spawn(&sim, spec(&dir, window, Compression::ZlibStream, "[]"))?;
+    let mut progress = Vec::new();
+    let mut last = usize::MAX;
+    wait_until("every shard ready", Duration::from_secs(600), || {
+        let ready = sim.ready();
+        if ready != last {
+            progress.push(json!([started.elapsed().as_secs_f64(), ready]));
+            last = ready;
+        }
+        ready == n as usize
+    })?;
+    let took = started.elapsed().as_secs_f64();
+    let floor = f64::from(n.div_ceil(k)) * window.as_secs_f64();
+    let violations = sim.stats().violations.len();
+    run.stop("TERM")?;
+    println!(
+        "| startup | {n} shards, K={k}, W={} ms | all ready {took:.2} s | floor {floor:.2} s | ratio {:.2} | {violations} violations |",
+        window.as_millis(),
+        took / floor
+    );
+    Ok(
+        json!({"n": n, "k": k, "window_s": window.as_secs_f64(), "seconds": took, "floor_s": floor, "ratio": took / floor, "violations": violations, "progress": progress}),
+    )
+}
+
+/// N resumable shards: stop (SIGTERM or SIGKILL), start again, time until all resumed.
+pub(crate) fn restart(n: u32) -> anyhow::Result<Value> {
+    let window = Duration::from_millis(100);
+    let sim = BenchSim::start(SimConfig {
+        shards: n,
+        max_concurrency: n,
+        identify_window: window,
+        events_per_sec: 1.0,
+        ..SimConfig::default()
+    })?;
+    let dir = scratch("restart")?;
+    let mut run = Shardkeeper::spawn(&sim, spec(&dir, window, Compression::ZlibStream, "[]"))?;
+    wait_until("first start", Duration::from_secs(600), || {
+        sim.ready() == n as usize
+    })?;
+    let mut results = Vec::new();
+    for signal in ["TERM", "KILL"] {
+        // Let the store flush the latest sequences.
+        std::thread::sleep(Duration::from_millis(500));
+        let before = sim.stats();
+        run.stop(signal)?;
+        let started = Instant::now();
+        run = Shardkeeper::spawn(&sim, spec(&dir, window, Compression::ZlibStream, "[]"))?;
+        wait_until("every shard resumed", Duration::from_secs(600), || {
+            let stats = sim.stats();
+            stats.resumes_ok >= before.resumes_ok + u64::from(n)
+                && stats.shards.values().filter(|s| s.state == "ready").count() == n as usize
+        })?;
+        let took = started.elapsed().as_secs_f64();
+        let identifies = sim.stats().identifies - before.identifies;
+        println!(
+            "| restart ({}) | {n} shards | all resumed {took:.2} s | identifies spent {identifies} | |",
+            if signal == "TERM" {
+                "SIGTERM"
+            } else {
+                "kill -9"
+            }
+        );
+        results.push(json!({"signal": signal, "n": n, "seconds": took, "identifies": identifies}));
+    }
+    run.stop("TERM")?;
+    Ok(Value::Array(results))
+}
+
+/// Counts newline bytes appended to `file` since `offset`.
+#[allow(clippy::naive_bytecount, reason = "runs once per second of a benchmark, off the measured process")]
+fn lines_since(file: &mut std::fs::File, offset: &mut u64) -> u64 {
+    let mut count = 0;
+    if file.seek(SeekFrom::Start(*offset)).is_ok() {
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            count += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            *offset += n as u64;
+        }
+    }
+    count
+}
+
+/// 16 shards, events as fast as the simulator sends, 512-byte bodies, file sink.
+pub(crate) fn throughput(seconds: u64) -> anyhow::Result<Value> {
+    let mut results = Vec::new();
+    for compression in COMPRESSIONS {
+        let sim = BenchSim::start(SimConfig {
+            shards: 16,
+            max_concurrency: 16,
+            identify_window: Duration::from_millis(100),
+            events_per_sec: 100_000.0,
+            event_body_bytes: 512,
+            ..SimConfig::default()
+        })?;
+        let dir = scratch("throughput")?;
+        let events = dir.join("events.ndjson");
+        let sinks = format!(r#"["file:{}"]"#, events.display());
+        let run = Shardkeeper::spawn(
+            &sim,
+            spec(&dir, Duration::from_millis(100), compression, &sinks),
+        )?;
+        wait_until("every shard ready", Duration::from_secs(60), || {
+            sim.ready() == 16
+        })?;
+        std::thread::sleep(Duration::from_secs(1));
+        let mut file = std::fs::File::open(&events)?;
+        let mut offset = 0;
+        lines_since(&mut file, &mut offset);
+        let (cpu0, t0) = (run.cpu_seconds(), Instant::now());
+        std::thread::sleep(Duration::from_secs(seconds));
+        let delivered = lines_since(&mut file, &mut offset);
+        let (cpu, elapsed) = (run.cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+        let rate = delivered as f64 / elapsed;
+        let cpu_per_million = cpu / (delivered.max(1) as f64 / 1e6);
+        run.stop("TERM")?;
+        let _ = std::fs::remove_dir_all(&dir);
+        println!(
+            "| throughput | 16 shards, {compression} | {rate:.0} events/s to file | {cpu_per_million:.2} CPU s per million events | |"
+        );
+        results.push(json!({"compression": compression.name(), "events_per_s": rate, "cpu_s_per_million": cpu_per_million}));
+    }
+    Ok(Value::Array(results))
+}
+
+/// RSS of idle shards at several counts, and of loaded shards per compression.
+pub(crate) fn memory(idle_counts: &[u32], loaded: u32, seconds: u64) -> anyhow::Result<Value> {
+    let mut idle = Vec::new();
+    for &n in idle_counts {
+        let sim = BenchSim::start(SimConfig {
+            shards: n,
+            max_concurrency: n,
+            identify_window: Duration::from_millis(100),
+            ..SimConfig::default()
+        })?;
+        let dir = scratch("memory")?;
+        let run = Shardkeeper::spawn(
+            &sim,
+            spec(
+                &dir,
+                Duration::from_millis(100),
+                Compression::ZlibStream,
+                "[]",
+            ),
+        )?;
+        wait_until("every shard ready", Duration::from_secs(600), || {
+            sim.ready() == n as usize
+        })?;
+        std::thread::sleep(Duration::from_secs(2));
+        let rss = run.rss_kib();
+        run.stop("TERM")?;
+        println!(
+            "| memory (idle) | {n} shards | RSS {:.1} MiB | {:.1} KiB per shard | |",
+            rss as f64 / 1024.0,
+            rss as f64 / f64::from(n)
+        );
+        idle.push(json!({"shards": n, "rss_kib": rss, "kib_per_shard": rss as f64 / f64::from(n)}));
+    }
+    let mut busy = Vec::new();
+    for compression in COMPRESSIONS {
+        let sim = BenchSim::start(SimConfig {
+            shards: loaded,
+            max_concurrency: loaded,
+            identify_window: Duration::from_millis(100),
+            events_per_sec: 100.0,
+            ..SimConfig::default()
+        })?;
+        let dir = scratch("memory-loaded")?;
+        let run = Shardkeeper::spawn(
+            &sim,
+            spec(&dir, Duration::from_millis(100), compression, "[]"),
+        )?;
+        wait_until("every shard ready", Duration::from_secs(600), || {
+            sim.ready() == loaded as usize
+        })?;
+        std::thread::sleep(Duration::from_secs(seconds));
+        let rss = run.rss_kib();
+        run.stop("TERM")?;
+        println!(
+            "| memory (100 ev/s) | {loaded} shards, {compression} | RSS {:.1} MiB | {:.1} KiB per shard | |",
+            rss as f64 / 1024.0,
+            rss as f64 / f64::from(loaded)
+        );
+        busy.push(json!({"shards": loaded, "compression": compression.name(), "rss_kib": rss, "kib_per_shard": rss as f64 / f64::from(loaded)}));
+    }
+    Ok(json!({"idle": idle, "loaded": busy}))
+}
+
+/// Time from the simulator writing an event to its line arriving on our end of stdout.
+pub(crate) fn latency(seconds: u64) -> anyhow::Result<Value> {
+    let sim = BenchSim::start(SimConfig {
+        shards: 16,
+        max_concurrency: 16,
+        identify_window: Duration::from_millis(100),
+        events_per_sec: 50.0,
+        ..SimConfig::default()
+    })?;
+    let dir = scratch("latency")?;
+    let mut run = Shardkeeper::spawn(
+        &sim,
+        RunSpec {
+            stdout: Stdio::piped(),
+            ..spec(
+                &dir,
+                Duration::from_millis(100),
+                Compression::ZlibStream,
+                r#"["stdout"]"#,
+            )
+        },
+    )?;
+    let stdout = run
+        .child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    wait_until("every shard ready", Duration::from_secs(60), || {
+        sim.ready() == 16
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut samples: Vec<f64> = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        if let Some(sent) = line
+            .split(r#""nonce":""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|v| v.parse::<u128>().ok())
+        {
+            samples.push(now_us.saturating_sub(sent) as f64 / 1000.0);
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    run.stop("TERM")?;
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let (p50, p99) = (pick(0.50), pick(0.99));
+    println!(
+        "| latency | 16 shards × 50 events/s, zlib-stream, stdout | p50 {p50:.2} ms | p99 {p99:.2} ms | {} samples |",
+        samples.len()
+    );
+    Ok(json!({"p50_ms": p50, "p99_ms": p99, "samples": samples.len()}))
+}
