@@ -16,7 +16,7 @@ use shardkeeper_session::{
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -27,6 +27,9 @@ use crate::registry::{ShardSnapshot, ShardState};
 use crate::{Event, clock};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Initial read buffer of a gateway connection.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// How often events are re-offered to a full sink.
 const SINK_RETRY: Duration = Duration::from_millis(5);
@@ -278,9 +281,14 @@ impl Shard {
         let connector = Connector::Rustls(Arc::clone(&self.params.tls));
         tracing::debug!(shard = self.id(), %url, resuming, "connecting");
         let attempt = async move {
-            tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
-                .await
-                .map(|(ws, _)| ws)
+            tokio_tungstenite::connect_async_tls_with_config(
+                url,
+                Some(socket_config()),
+                true,
+                Some(connector),
+            )
+            .await
+            .map(|(ws, _)| ws)
         };
         let handle = ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
             if act.epoch != epoch {
@@ -416,6 +424,14 @@ impl Shard {
         };
         entry.resume = resume.cloned();
     }
+}
+
+/// Per-connection buffers sized for a thousand idle shards, not one busy client: reads
+/// grow the buffer on demand, so a small initial size only costs idle memory.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
 }
 
 fn spawn_writer(

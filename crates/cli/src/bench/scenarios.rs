@@ -111,7 +111,10 @@ pub(crate) fn restart(n: u32) -> anyhow::Result<Value> {
 }
 
 /// Counts newline bytes appended to `file` since `offset`.
-#[allow(clippy::naive_bytecount, reason = "runs once per second of a benchmark, off the measured process")]
+#[allow(
+    clippy::naive_bytecount,
+    reason = "runs once per second of a benchmark, off the measured process"
+)]
 fn lines_since(file: &mut std::fs::File, offset: &mut u64) -> u64 {
     let mut count = 0;
     if file.seek(SeekFrom::Start(*offset)).is_ok() {
