@@ -50,6 +50,11 @@ pub struct SimConfig {
     pub chaos: Option<ChaosConfig>,
     /// Answers for the next `/gateway/bot` calls, in order, before normal service.
     pub rest_faults: Vec<RestFault>,
+    /// The first this many gateway connections never receive HELLO.
+    pub silent_connections: u32,
+    /// The gateway URL `/gateway/bot` returns instead of the simulator's own (to send
+    /// clients to an unreachable address).
+    pub gateway_url: Option<String>,
     /// Serve `wss://` and `https://` with this certificate.
     pub tls: Option<crate::TlsConfig>,
 }
@@ -78,6 +83,8 @@ impl Default for SimConfig {
             seed: 1,
             chaos: None,
             rest_faults: Vec::new(),
+            silent_connections: 0,
+            gateway_url: None,
             tls: None,
         }
     }

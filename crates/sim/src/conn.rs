@@ -91,7 +91,12 @@ impl Conn {
             events_sent: 0,
             chaos: None,
         };
-        (conn, vec![Out::Frame(hello)])
+        let first = if conn.world.take_silent() {
+            Vec::new()
+        } else {
+            vec![Out::Frame(hello)]
+        };
+        (conn, first)
     }
 
     fn shard(&self) -> Option<u32> {
@@ -496,6 +501,7 @@ impl Conn {
         let mut out = self.generate_events(now);
         if let Some((rng, at)) = &mut self.chaos
             && now >= *at
+            && !self.world.chaos_paused()
         {
             let chaos = self.world.config.chaos.as_ref();
             let fault = chaos.and_then(|c| c.pick(rng));

@@ -206,6 +206,11 @@ impl SimHandle {
         self.world.set_events_per_sec(rate);
     }
 
+    /// Pauses (or resumes) the chaos schedule.
+    pub fn pause_chaos(&self, paused: bool) {
+        self.world.pause_chaos(paused);
+    }
+
     /// Stops accepting and ends every connection.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);

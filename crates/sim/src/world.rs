@@ -78,6 +78,10 @@ pub(crate) struct World {
     pub(crate) heartbeats: AtomicU64,
     /// Dispatches per second per Ready shard (f64 bits), adjustable at run time.
     events_per_sec: AtomicU64,
+    /// Connections left that get no HELLO.
+    silent_left: std::sync::atomic::AtomicU32,
+    /// While set, the chaos schedule injects nothing.
+    chaos_paused: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -87,6 +91,7 @@ impl World {
         let now = Instant::now();
         let (faults, _) = broadcast::channel(1024);
         let rate = config.events_per_sec.max(0.0).to_bits();
+        let silent = config.silent_connections;
         let inner = Inner {
             sessions: HashMap::new(),
             bucket_attempts: vec![VecDeque::new(); buckets],
@@ -118,6 +123,8 @@ impl World {
             events_sent: AtomicU64::new(0),
             heartbeats: AtomicU64::new(0),
             events_per_sec: AtomicU64::new(rate),
+            silent_left: std::sync::atomic::AtomicU32::new(silent),
+            chaos_paused: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(inner),
         }
     }
@@ -129,6 +136,28 @@ impl World {
     pub(crate) fn set_events_per_sec(&self, rate: f64) {
         self.events_per_sec
             .store(rate.max(0.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Whether the next connection is one that never gets HELLO.
+    pub(crate) fn take_silent(&self) -> bool {
+        self.silent_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn chaos_paused(&self) -> bool {
+        self.chaos_paused.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn pause_chaos(&self, paused: bool) {
+        self.chaos_paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// The gateway URL `/gateway/bot` and `/gateway` return.
+    pub(crate) fn advertised_url(&self) -> &str {
+        self.config.gateway_url.as_deref().unwrap_or(&self.ws_base)
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

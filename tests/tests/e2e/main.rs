@@ -8,3 +8,4 @@ mod dashboard;
 mod faults;
 mod harness;
 mod persistence;
+mod resilience;

@@ -136,7 +136,7 @@ pub(crate) async fn serve_rest<S: AsyncRead + AsyncWrite + Unpin>(
             }
             let (remaining, reset_after) = world.budget(Instant::now());
             let body = json!({
-                "url": world.ws_base,
+                "url": world.advertised_url(),
                 "shards": world.config.shards,
                 "session_start_limit": {
                     "total": world.config.session_start_total,
@@ -148,7 +148,12 @@ pub(crate) async fn serve_rest<S: AsyncRead + AsyncWrite + Unpin>(
             respond(stream, "200 OK", &body.to_string()).await;
         }
         ("GET", "/api/v10/gateway") => {
-            respond(stream, "200 OK", &json!({"url": world.ws_base}).to_string()).await;
+            respond(
+                stream,
+                "200 OK",
+                &json!({"url": world.advertised_url()}).to_string(),
+            )
+            .await;
         }
         ("GET", "/sim/stats") => {
             let body = serde_json::to_string(&world.stats()).unwrap_or_else(|_| "{}".into());
