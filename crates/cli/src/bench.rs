@@ -2,6 +2,7 @@
 //! runs in this process; `shardkeeper run` runs as a child, so CPU and RSS figures are
 //! the cluster's alone (read from `/proc`).
 
+mod chaos;
 mod harness;
 mod scenarios;
 
@@ -34,6 +35,8 @@ enum Scenario {
     Throughput,
     Memory,
     Latency,
+    /// Not part of `all`: a soak under seeded chaos with two `kill -9` restarts.
+    Chaos,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -75,6 +78,22 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "latency".into(),
             scenarios::latency(if full { 10 } else { 5 })?,
         );
+    }
+    if args.scenario == Scenario::Chaos {
+        let soak = if full {
+            chaos::Soak {
+                shards: 256,
+                duration: Duration::from_secs(600),
+                faults_per_minute: 2.0,
+            }
+        } else {
+            chaos::Soak {
+                shards: 64,
+                duration: Duration::from_secs(60),
+                faults_per_minute: 6.0,
+            }
+        };
+        results.insert("chaos".into(), chaos::soak(&soak)?);
     }
     std::fs::write(
         &args.json,

@@ -1,0 +1,135 @@
+//! `bench chaos`: a soak under a seeded chaos schedule with two `kill -9` restarts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shardkeeper_protocol::Compression;
+use shardkeeper_sim::{ChaosConfig, SimConfig, Stats};
+
+use super::harness::{BenchSim, RunSpec, Shardkeeper, scratch, wait_until};
+
+/// Sizes of a soak.
+pub(crate) struct Soak {
+    pub(crate) shards: u32,
+    pub(crate) duration: Duration,
+    pub(crate) faults_per_minute: f64,
+}
+
+/// Lost and duplicated deliveries: every sequence the simulator sent on every session
+/// must be in the event file. Sessions of a shard follow each other and begin with READY.
+fn coverage(stats: &Stats, path: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut segments: BTreeMap<u64, Vec<Vec<u64>>> = BTreeMap::new();
+    for value in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        let (Some(shard), Some(seq)) = (value["shard"].as_u64(), value["seq"].as_u64()) else {
+            continue;
+        };
+        let list = segments.entry(shard).or_default();
+        if value["t"] == "READY" || list.is_empty() {
+            list.push(Vec::new());
+        }
+        if let Some(segment) = list.last_mut() {
+            segment.push(seq);
+        }
+    }
+    let mut by_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for session in &stats.sessions {
+        by_shard
+            .entry(u64::from(session.shard))
+            .or_default()
+            .push(session.last_seq);
+    }
+    let (mut lost, mut duplicates) = (0, 0);
+    for (shard, lasts) in by_shard {
+        let empty = Vec::new();
+        let segs = segments.get(&shard).unwrap_or(&empty);
+        for (index, last) in lasts.iter().enumerate() {
+            let mut seen: Vec<u64> = segs.get(index).cloned().unwrap_or_default();
+            let total = seen.len() as u64;
+            seen.sort_unstable();
+            seen.dedup();
+            duplicates += total - seen.len() as u64;
+            lost += (1..=*last)
+                .filter(|s| seen.binary_search(s).is_err())
+                .count() as u64;
+        }
+    }
+    (lost, duplicates)
+}
+
+pub(crate) fn soak(soak: &Soak) -> anyhow::Result<Value> {
+    let n = soak.shards;
+    let sim = BenchSim::start(SimConfig {
+        shards: n,
+        max_concurrency: 16,
+        identify_window: Duration::from_millis(500),
+        heartbeat_interval: Duration::from_secs(5),
+        events_per_sec: 20.0,
+        chaos: Some(ChaosConfig::mixed(soak.faults_per_minute)),
+        seed: 42,
+        ..SimConfig::default()
+    })?;
+    let dir = scratch("chaos")?;
+    let events = dir.join("events.ndjson");
+    let sinks = format!(r#"["file:{}"]"#, events.display());
+    let spec = || RunSpec {
+        dir: &dir,
+        window: Duration::from_millis(500),
+        compression: Compression::ZlibStream,
+        sinks: sinks.clone(),
+        stdout: std::process::Stdio::null(),
+    };
+    let started = Instant::now();
+    let mut run = Shardkeeper::spawn(&sim, spec())?;
+    for kill in 1..=2u32 {
+        std::thread::sleep(soak.duration / 3);
+        run.stop("KILL")?;
+        println!(
+            "| chaos | kill -9 #{kill} at {:.0} s | | | |",
+            started.elapsed().as_secs_f64()
+        );
+        run = Shardkeeper::spawn(&sim, spec())?;
+    }
+    std::thread::sleep(soak.duration / 6);
+    let warm_rss = run.rss_kib();
+    std::thread::sleep(soak.duration / 6);
+    let end_rss = run.rss_kib();
+    sim.handle.pause_chaos(true);
+    wait_until(
+        "every shard ready after the chaos",
+        Duration::from_secs(120),
+        || sim.ready() == n as usize,
+    )?;
+    sim.handle.set_events_per_sec(0.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut lost, mut duplicates) = coverage(&sim.stats(), &events);
+    while lost > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        (lost, duplicates) = coverage(&sim.stats(), &events);
+    }
+    run.stop("TERM")?;
+    let stats = sim.stats();
+    let faults: u64 = stats.faults.values().sum();
+    let log = std::fs::read_to_string(dir.join("shardkeeper.log")).unwrap_or_default();
+    let panics = log.matches("panicked").count();
+    println!(
+        "| chaos | {n} shards, {:.0} s, {} faults/min/shard | {faults} faults, {} resumes, {} identifies | {} violations, {lost} lost, {duplicates} duplicates | RSS {:.1} → {:.1} MiB, {panics} panics |",
+        soak.duration.as_secs_f64(),
+        soak.faults_per_minute,
+        stats.resumes_ok,
+        stats.identifies,
+        stats.violations.len(),
+        warm_rss as f64 / 1024.0,
+        end_rss as f64 / 1024.0,
+    );
+    Ok(json!({
+        "shards": n, "seconds": soak.duration.as_secs_f64(), "faults": faults, "faults_by_kind": stats.faults,
+        "resumes": stats.resumes_ok, "identifies": stats.identifies, "violations": stats.violations.len(),
+        "lost": lost, "duplicates": duplicates, "rss_warm_kib": warm_rss, "rss_end_kib": end_rss, "panics": panics,
+    }))
+}
