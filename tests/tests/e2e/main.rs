@@ -9,3 +9,4 @@ mod faults;
 mod harness;
 mod persistence;
 mod resilience;
+mod sinks;

@@ -86,6 +86,37 @@ fn demo_reaches_all_shards_ready_and_exits_0_on_sigint() {
     );
     let ready = demo.line_with("all shards ready", Duration::from_secs(30));
     assert!(ready.contains("8 shards"), "{ready}");
+
+    // `shards …` talks to the demo's admin API.
+    let url = dashboard.split_whitespace().last().expect("url");
+    let (base, token) = url.split_once("/#token=").expect("token in the fragment");
+    let shards = |args: &[&str]| {
+        binary()
+            .arg("shards")
+            .arg("--admin")
+            .arg(base)
+            .args(args)
+            .env("SHARDKEEPER_ADMIN_TOKEN", token)
+            .output()
+            .expect("runs")
+    };
+    let list = shards(&["list"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let table = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(
+        table.lines().filter(|l| l.contains("ready")).count(),
+        8,
+        "{table}"
+    );
+    let restart = shards(&["restart", "1"]);
+    assert!(String::from_utf8_lossy(&restart.stdout).contains("accepted"));
+    let missing = shards(&["stop", "42"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
     demo.signal("INT");
     assert_eq!(demo.wait(Duration::from_secs(15)).code(), Some(0));
     assert!(!demo.log().contains("panicked"));
