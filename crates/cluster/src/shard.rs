@@ -1,13 +1,14 @@
 //! The `Shard` actor: a thin shell that owns one socket, one timer and one
 //! `ShardSession`, and performs the session's actions in order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use prometheus_client::metrics::counter::Counter;
 use shardkeeper_protocol::CloseCode;
 use shardkeeper_protocol::payload::RequestGuildMembers;
 use shardkeeper_session::{
@@ -29,7 +30,7 @@ use crate::{Event, clock};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Initial read buffer of a gateway connection.
-const READ_BUFFER: usize = 16 * 1024;
+const READ_BUFFER: usize = 8 * 1024;
 
 /// How often events are re-offered to a full sink.
 const SINK_RETRY: Duration = Duration::from_millis(5);
@@ -96,6 +97,8 @@ pub(crate) struct Shard {
     published: shardkeeper_session::SessionStats,
     /// Events a full sink has not taken yet, and the store writes that wait for them.
     backlog: VecDeque<Deferred>,
+    /// Metric counters by event name.
+    event_counters: HashMap<Box<str>, Counter>,
 }
 
 /// Work that must happen in order after a full sink takes an event.
@@ -123,6 +126,7 @@ impl Shard {
             retired: false,
             published: shardkeeper_session::SessionStats::default(),
             backlog: VecDeque::new(),
+            event_counters: HashMap::new(),
         }
     }
 
@@ -166,7 +170,7 @@ impl Shard {
                 if !self.members.is_empty() {
                     self.members.observe(&event);
                 }
-                self.params.metrics.event(&event.t);
+                self.count_event(&event.t);
                 let all = self.params.sinks.all();
                 self.backlog.push_back(Deferred::Emit(event, all));
                 self.drain_backlog();
@@ -246,6 +250,16 @@ impl Shard {
                 );
             }
         }
+    }
+
+    fn count_event(&mut self, t: &str) {
+        if let Some(counter) = self.event_counters.get(t) {
+            counter.inc();
+            return;
+        }
+        let counter = self.params.metrics.event_counter(t);
+        counter.inc();
+        self.event_counters.insert(t.into(), counter);
     }
 
     /// Parks the shard when its sessions keep failing.

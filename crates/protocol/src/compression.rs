@@ -11,8 +11,9 @@ use crate::API_VERSION;
 /// The 4-byte `Z_SYNC_FLUSH` suffix that ends every zlib-stream gateway message.
 const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// Growth step of the output buffer while inflating.
-const OUTPUT_STEP: usize = 16 * 1024;
+/// Growth step of the output buffer while inflating (it grows by half its size beyond
+/// that), small so that a thousand idle connections do not each hold a large buffer.
+const OUTPUT_STEP: usize = 4 * 1024;
 
 /// Default cap on one decompressed document. Discord's largest GUILD_CREATE payloads
 /// are a few MiB; anything past this is treated as a decompression bomb.
