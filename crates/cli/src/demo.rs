@@ -34,6 +34,7 @@ fn random_token() -> String {
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let shutdown = crate::Shutdown::install()?;
     let config = Config::parse(DEMO_CONFIG, "config/demo.toml", std::env::vars())?;
     let total = args.shards.or(match config.total {
         Auto::Fixed(n) => Some(n),
@@ -84,7 +85,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     show_progress(&cluster, total, config.window, started).await;
     println!("Ctrl-C to stop.");
-    crate::shutdown_signal().await;
+    shutdown.wait().await;
     println!("stopping: every shard closes with 4000, sessions stay resumable");
     admin.stop().await;
     cluster.shutdown().await?;

@@ -31,6 +31,7 @@ pub(crate) fn with_sinks(
 }
 
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = crate::Shutdown::install()?;
     let token = Config::secret(&config.token_env, "discord.token_env")?;
     let admin_token = Config::secret(&config.admin_token_env, "admin.token_env")?;
     let store: Arc<dyn SessionStore> = Arc::new(SledStore::open(&config.store_path)?);
@@ -46,7 +47,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         hub,
     )?;
     tracing::info!(admin = %admin.addr(), shards = cluster.ids().len(), "shardkeeper running; SIGINT or SIGTERM to stop");
-    crate::shutdown_signal().await;
+    shutdown.wait().await;
     tracing::info!("shutting down: closing every shard with 4000 so sessions stay resumable");
     admin.stop().await;
     cluster.shutdown().await?;

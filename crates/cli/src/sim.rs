@@ -62,6 +62,7 @@ pub(crate) struct SimArgs {
 }
 
 pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
+    let shutdown = crate::Shutdown::install()?;
     let tls = match &args.tls_cert_out {
         Some(path) => {
             let tls = TlsConfig::self_signed().context("generating a certificate")?;
@@ -97,7 +98,7 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
         sim.api_base().trim_end_matches("/api/v10")
     );
     tracing::info!(addr = %sim.addr(), "simulator running; Ctrl-C to stop");
-    crate::shutdown_signal().await;
+    shutdown.wait().await;
     let stats = sim.stats();
     tracing::info!(
         identifies = stats.identifies,

@@ -27,7 +27,7 @@ async fn zlib_and_zstd_stream_connections() {
         assert!(
             event["d"]["content"]
                 .as_str()
-                .is_some_and(|c| c.len() > 300),
+                .is_some_and(|c| c.len() > 200),
             "{compression}"
         );
         assert_no_violations(&sim.stats());
