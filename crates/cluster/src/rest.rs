@@ -135,11 +135,12 @@ impl RestClient {
         let url = format!("{}/gateway/bot", self.base.display);
         let mut last = String::new();
         for attempt in 0..self.attempts {
-            match self.get_once("/gateway/bot").await {
-                Ok(body) => match serde_json::from_slice::<GatewayBot>(&body) {
-                    Ok(bot) => return Ok(bot),
-                    Err(err) => last = format!("unreadable response body: {err}"),
-                },
+            let fetched = self.get_once("/gateway/bot").await.and_then(|body| {
+                serde_json::from_slice::<GatewayBot>(&body)
+                    .map_err(|err| Failure::Retry(None, format!("unreadable response body: {err}")))
+            });
+            match fetched {
+                Ok(bot) => return Ok(bot),
                 Err(Failure::Fatal(err)) => return Err(err),
                 Err(Failure::Retry(after, why)) => {
                     last = why;
@@ -149,11 +150,7 @@ impl RestClient {
                         tracing::warn!(%url, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, reason = %last, "retrying discord api request");
                         tokio::time::sleep(wait).await;
                     }
-                    continue;
                 }
-            }
-            if attempt + 1 < self.attempts {
-                tokio::time::sleep(self.backoff.saturating_mul(1 << attempt.min(6))).await;
             }
         }
         Err(RestError::Exhausted {
