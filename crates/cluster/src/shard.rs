@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use shardkeeper_protocol::CloseCode;
 use shardkeeper_protocol::payload::RequestGuildMembers;
@@ -29,6 +29,9 @@ use crate::{Event, clock};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Most frames handed to the actor in one message.
+const READ_BATCH: usize = 64;
+
 /// Initial read buffer of a gateway connection.
 const READ_BUFFER: usize = 8 * 1024;
 
@@ -43,7 +46,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 #[rtype(result = "()")]
 pub(crate) struct Inbound {
     epoch: u64,
-    item: Option<Result<Message, WsError>>,
+    /// Frames in arrival order; `None` marks the end of the connection.
+    items: Vec<Option<Result<Message, WsError>>>,
 }
 
 /// An operator or application command.
@@ -329,23 +333,34 @@ impl Shard {
         let epoch = self.epoch;
         let (sink, mut stream) = ws.split();
         let addr = ctx.address();
-        // Each frame waits for its handler: while a sink is full the handler does not
-        // finish, this task stops reading, and TCP slows the gateway down. Timers keep
-        // running in the actor, so heartbeats go on.
+        // Frames go to the actor in batches of what is already buffered, and each batch
+        // waits for its handler: while a sink is full the handler does not finish, this
+        // task stops reading, and TCP slows the gateway down. Timers keep running in the
+        // actor, so heartbeats go on.
         let reader = actix::spawn(async move {
-            while let Some(item) = stream.next().await {
-                if addr
-                    .send(Inbound {
-                        epoch,
-                        item: Some(item),
-                    })
-                    .await
-                    .is_err()
-                {
+            while let Some(first) = stream.next().await {
+                let mut items = vec![Some(first)];
+                while items.len() < READ_BATCH {
+                    match stream.next().now_or_never() {
+                        Some(Some(item)) => items.push(Some(item)),
+                        Some(None) => items.push(None),
+                        None => break,
+                    }
+                    if items.last().is_some_and(Option::is_none) {
+                        break;
+                    }
+                }
+                let ended = items.last().is_some_and(Option::is_none);
+                if addr.send(Inbound { epoch, items }).await.is_err() || ended {
                     return;
                 }
             }
-            let _ = addr.send(Inbound { epoch, item: None }).await;
+            let _ = addr
+                .send(Inbound {
+                    epoch,
+                    items: vec![None],
+                })
+                .await;
         });
         let (writer, task) = spawn_writer(sink);
         self.link = Some(Link {
@@ -489,8 +504,11 @@ impl Handler<Inbound> for Shard {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) -> Self::Result {
-        if inbound.epoch == self.epoch {
-            self.on_inbound(ctx, inbound.item);
+        for item in inbound.items {
+            // A frame can end the connection; the rest of the batch is then stale.
+            if inbound.epoch == self.epoch {
+                self.on_inbound(ctx, item);
+            }
         }
         if self.backlog.is_empty() {
             return Box::pin(actix::fut::ready(()));

@@ -12,6 +12,8 @@ use crate::sink::{Delivery, EventSink};
 
 /// Events a line sink holds before it answers `Full` and the shard stops reading.
 const QUEUE: usize = 8_192;
+/// How long the writer waits for more lines after writing a partial batch.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(250);
 /// Bytes gathered into one write call.
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -117,12 +119,14 @@ fn run(name: &str, rx: &Receiver<Item>, mut target: impl Target) {
     let mut failed = false;
     while let Ok(first) = rx.recv() {
         let mut flushes = Vec::new();
+        let mut events = 0usize;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
                 Item::Event(event) => {
                     event.write_line(&mut batch);
                     batch.push('\n');
+                    events += 1;
                 }
                 Item::Flush(ack) => flushes.push(ack),
             }
@@ -130,6 +134,7 @@ fn run(name: &str, rx: &Receiver<Item>, mut target: impl Target) {
                 next = rx.try_recv().ok();
             }
         }
+        let full = batch.len() >= BATCH_BYTES;
         if !batch.is_empty() {
             if let Err(err) = target.write_batch(batch.as_bytes()) {
                 if !failed {
@@ -148,6 +153,11 @@ fn run(name: &str, rx: &Receiver<Item>, mut target: impl Target) {
             for ack in flushes {
                 let _ = ack.send(());
             }
+        }
+        // While events flow, let the next ones gather instead of parking: a parked
+        // writer has to be woken (a futex call on the shard's thread) for every event.
+        if events > 0 && !full {
+            std::thread::sleep(LINGER);
         }
     }
 }
