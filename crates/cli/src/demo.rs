@@ -140,7 +140,7 @@ async fn show_progress(cluster: &ClusterHandle, total: u32, window: Duration, st
     }
     let floor = window.as_secs_f64() * f64::from(total.div_ceil(DEMO_MAX_CONCURRENCY) - 1);
     println!(
-        "all shards ready: {total} shards ready in {:.1} s (floor {floor:.1} s at max_concurrency {DEMO_MAX_CONCURRENCY}, {} ms window)",
+        "all shards ready: {total} shards ready in {:.1} s (the identify rules allow no less than {floor:.1} s at max_concurrency {DEMO_MAX_CONCURRENCY}, {} ms window)",
         started.elapsed().as_secs_f64(),
         window.as_millis()
     );
