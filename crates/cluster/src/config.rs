@@ -106,7 +106,7 @@ impl ClusterConfig {
             ids: ShardIds::All,
             max_concurrency: Auto::Auto,
             identify_window: Duration::from_secs(5),
-            identify_margin: Duration::from_millis(50),
+            identify_margin: Duration::from_millis(250),
             timing: Timing::default(),
             quarantine: QuarantinePolicy::default(),
             session_max_age: Duration::from_secs(300),

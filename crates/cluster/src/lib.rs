@@ -32,7 +32,8 @@
 //! Layout:
 //! - `cluster.rs`: [`Cluster`] builder, start-up, supervisor
 //! - `handle.rs`: [`ClusterHandle`] commands and snapshots
-//! - `shard.rs`: the `Shard` actor
+//! - `shard.rs` (+ `shard/socket.rs`, `shard/delivery.rs`): the `Shard` actor, its
+//!   connection, and in-order delivery to the sinks
 //! - `coordinator.rs`: the `IdentifyCoordinator` actor
 //! - `registry.rs`: [`ShardSnapshot`]s shared with the handle
 //! - `members.rs`: member chunks collected by nonce

@@ -6,20 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::stream::SplitSink;
-use futures_util::{FutureExt, SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use shardkeeper_protocol::CloseCode;
 use shardkeeper_protocol::payload::RequestGuildMembers;
 use shardkeeper_session::{
     Action, ClientPayload, Command, CommandError, Input, Notice, ShardSession,
 };
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::cluster::{ShardGone, ShardParams};
 use crate::coordinator::{CancelPermit, PermitGranted, RequestPermit};
@@ -27,16 +22,11 @@ use crate::members::{MemberRequests, MembersResult};
 use crate::registry::{ShardSnapshot, ShardState};
 use crate::{Event, clock};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use self::delivery::Deferred;
+use self::socket::Link;
 
-/// Most frames handed to the actor in one message.
-const READ_BATCH: usize = 64;
-
-/// Initial read buffer of a gateway connection.
-const READ_BUFFER: usize = 8 * 1024;
-
-/// How often events are re-offered to a full sink.
-const SINK_RETRY: Duration = Duration::from_millis(5);
+mod delivery;
+mod socket;
 
 /// How long a closing connection may take to send its close frame at shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -74,12 +64,6 @@ pub(crate) struct Retire;
 #[rtype(result = "()")]
 pub(crate) struct Crash;
 
-struct Link {
-    writer: mpsc::UnboundedSender<Message>,
-    task: JoinHandle<()>,
-    reader: JoinHandle<()>,
-}
-
 /// One shard.
 pub(crate) struct Shard {
     params: ShardParams,
@@ -103,14 +87,6 @@ pub(crate) struct Shard {
     backlog: VecDeque<Deferred>,
     /// Metric counters by event name.
     event_counters: HashMap<Box<str>, Counter>,
-}
-
-/// Work that must happen in order after a full sink takes an event.
-enum Deferred {
-    /// The event and the bits of the sinks that still have to take it.
-    Emit(Arc<Event>, u64),
-    Persist(shardkeeper_session::ResumeInfo),
-    Forget,
 }
 
 impl Shard {
@@ -153,7 +129,7 @@ impl Shard {
             Action::Connect { url, resuming } => self.connect(ctx, url, resuming),
             Action::Send(frame) => {
                 if let Some(link) = &self.link {
-                    let _ = link.writer.send(Message::text(frame.into_string()));
+                    link.send(Message::text(frame.into_string()));
                 }
             }
             Action::Close(code) => self.close(ctx, Some(code)),
@@ -293,112 +269,6 @@ impl Shard {
         }
     }
 
-    fn connect(&mut self, ctx: &mut Context<Self>, url: String, resuming: bool) {
-        self.drop_link(ctx);
-        let epoch = self.epoch;
-        let connector = Connector::Rustls(Arc::clone(&self.params.tls));
-        tracing::debug!(shard = self.id(), %url, resuming, "connecting");
-        let attempt = async move {
-            tokio_tungstenite::connect_async_tls_with_config(
-                url,
-                Some(socket_config()),
-                true,
-                Some(connector),
-            )
-            .await
-            .map(|(ws, _)| ws)
-        };
-        let handle = ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
-            if act.epoch != epoch {
-                return;
-            }
-            act.connecting = None;
-            let now = clock::now();
-            match result {
-                Ok(ws) => {
-                    act.attach(ctx, ws);
-                    act.session.handle(now, Input::Opened);
-                }
-                Err(err) => {
-                    tracing::warn!(shard = act.id(), %err, "cannot connect to the gateway");
-                    act.session.handle(now, Input::Closed(None));
-                }
-            }
-            act.after_input(ctx);
-        }));
-        self.connecting = Some(handle);
-    }
-
-    fn attach(&mut self, ctx: &mut Context<Self>, ws: Ws) {
-        let epoch = self.epoch;
-        let (sink, mut stream) = ws.split();
-        let addr = ctx.address();
-        // Frames go to the actor in batches of what is already buffered, and each batch
-        // waits for its handler: while a sink is full the handler does not finish, this
-        // task stops reading, and TCP slows the gateway down. Timers keep running in the
-        // actor, so heartbeats go on.
-        let reader = actix::spawn(async move {
-            while let Some(first) = stream.next().await {
-                let mut items = vec![Some(first)];
-                while items.len() < READ_BATCH {
-                    match stream.next().now_or_never() {
-                        Some(Some(item)) => items.push(Some(item)),
-                        Some(None) => items.push(None),
-                        None => break,
-                    }
-                    if items.last().is_some_and(Option::is_none) {
-                        break;
-                    }
-                }
-                let ended = items.last().is_some_and(Option::is_none);
-                if addr.send(Inbound { epoch, items }).await.is_err() || ended {
-                    return;
-                }
-            }
-            let _ = addr
-                .send(Inbound {
-                    epoch,
-                    items: vec![None],
-                })
-                .await;
-        });
-        let (writer, task) = spawn_writer(sink);
-        self.link = Some(Link {
-            writer,
-            task,
-            reader,
-        });
-    }
-
-    /// Ends the current connection: with a close frame if `code` is given, else by
-    /// dropping it. Inputs of the old connection are ignored from now on.
-    fn close(&mut self, ctx: &mut Context<Self>, code: Option<u16>) {
-        if let Some(link) = self.link.take() {
-            if let Some(code) = code {
-                let frame = CloseFrame {
-                    code: code.into(),
-                    reason: "".into(),
-                };
-                let _ = link.writer.send(Message::Close(Some(frame)));
-            }
-            link.reader.abort();
-            self.closing.retain(|task| !task.is_finished());
-            self.closing.push(link.task);
-        }
-        self.drop_link(ctx);
-    }
-
-    fn drop_link(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.connecting.take() {
-            ctx.cancel_future(handle);
-        }
-        if let Some(link) = self.link.take() {
-            link.reader.abort();
-            link.task.abort();
-        }
-        self.epoch += 1;
-    }
-
     fn rearm(&mut self, ctx: &mut Context<Self>) {
         let next = self.session.poll_timeout();
         if self.timer.as_ref().map(|(at, _)| *at) == next {
@@ -455,29 +325,6 @@ impl Shard {
     }
 }
 
-/// Per-connection buffers sized for a thousand idle shards, not one busy client: reads
-/// grow the buffer on demand, so a small initial size only costs idle memory.
-fn socket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-}
-
-fn spawn_writer(
-    mut sink: SplitSink<Ws, Message>,
-) -> (mpsc::UnboundedSender<Message>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let task = actix::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
-            }
-        }
-    });
-    (tx, task)
-}
-
 impl Actor for Shard {
     type Context = Context<Self>;
 
@@ -496,87 +343,6 @@ impl Drop for Shard {
             self.params
                 .supervisor
                 .do_send(ShardGone { id: self.params.id });
-        }
-    }
-}
-
-impl Handler<Inbound> for Shard {
-    type Result = ResponseActFuture<Self, ()>;
-
-    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) -> Self::Result {
-        for item in inbound.items {
-            // A frame can end the connection; the rest of the batch is then stale.
-            if inbound.epoch == self.epoch {
-                self.on_inbound(ctx, item);
-            }
-        }
-        if self.backlog.is_empty() {
-            return Box::pin(actix::fut::ready(()));
-        }
-        // A sink is full: finish this frame only when the backlog is delivered.
-        wait_for_sinks()
-    }
-}
-
-/// Re-offers backlogged events every few milliseconds until every sink took them.
-fn wait_for_sinks() -> ResponseActFuture<Shard, ()> {
-    Box::pin(
-        actix::fut::wrap_future::<_, Shard>(tokio::time::sleep(SINK_RETRY)).then(|(), act, _| {
-            act.drain_backlog();
-            if act.backlog.is_empty() {
-                Box::pin(actix::fut::ready(())) as ResponseActFuture<Shard, ()>
-            } else {
-                wait_for_sinks()
-            }
-        }),
-    )
-}
-
-impl Shard {
-    fn on_inbound(&mut self, ctx: &mut Context<Self>, item: Option<Result<Message, WsError>>) {
-        let now = clock::now();
-        match item {
-            Some(Ok(Message::Text(text))) => {
-                self.session.handle(now, Input::Frame(text.as_bytes()));
-            }
-            Some(Ok(Message::Binary(bytes))) => self.session.handle(now, Input::Frame(&bytes)),
-            Some(Ok(Message::Close(frame))) => {
-                self.drop_link(ctx);
-                self.session
-                    .handle(now, Input::Closed(frame.map(|f| u16::from(f.code))));
-            }
-            Some(Ok(_)) => return,
-            Some(Err(err)) => {
-                tracing::debug!(shard = self.id(), %err, "gateway connection failed");
-                self.drop_link(ctx);
-                self.session.handle(now, Input::Closed(None));
-            }
-            None => {
-                self.drop_link(ctx);
-                self.session.handle(now, Input::Closed(None));
-            }
-        }
-        self.after_input(ctx);
-    }
-
-    /// Delivers what the sinks accept now, in order; persists once its events are in.
-    fn drain_backlog(&mut self) {
-        while let Some(front) = self.backlog.front_mut() {
-            match front {
-                Deferred::Emit(event, pending) => {
-                    *pending = self.params.sinks.deliver(event, *pending);
-                    if *pending != 0 {
-                        return;
-                    }
-                }
-                Deferred::Persist(info) => {
-                    self.params
-                        .store
-                        .save_session(self.params.id, self.params.total, info);
-                }
-                Deferred::Forget => self.params.store.forget_session(self.params.id),
-            }
-            self.backlog.pop_front();
         }
     }
 }

@@ -30,13 +30,15 @@ pub struct ScheduleConfig {
 }
 
 impl ScheduleConfig {
-    /// Discord's 5 s window with a 50 ms margin.
+    /// Discord's 5 s window with a 250 ms margin: Discord measures the window when an
+    /// IDENTIFY arrives, and a busy host can delay the write of one IDENTIFY more than
+    /// the next; the margin absorbs that jitter.
     #[must_use]
     pub fn new(max_concurrency: NonZeroU32) -> Self {
         Self {
             max_concurrency,
             window: Duration::from_secs(5),
-            margin: Duration::from_millis(50),
+            margin: Duration::from_millis(250),
         }
     }
 

@@ -1,0 +1,216 @@
+//! The shard's WebSocket: connecting, the reader task that hands frames to the actor in
+//! batches, the writer task, and closing.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::stream::SplitSink;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use shardkeeper_session::Input;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::delivery::wait_for_sinks;
+use super::{Inbound, Shard};
+use crate::clock;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Most frames handed to the actor in one message.
+const READ_BATCH: usize = 64;
+
+/// Initial read buffer of a gateway connection.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// The open connection: writer channel and task, reader task.
+pub(super) struct Link {
+    writer: mpsc::UnboundedSender<Message>,
+    task: JoinHandle<()>,
+    reader: JoinHandle<()>,
+}
+
+impl Link {
+    /// Queues a frame for the writer task.
+    pub(super) fn send(&self, message: Message) {
+        let _ = self.writer.send(message);
+    }
+}
+
+impl Shard {
+    pub(super) fn connect(&mut self, ctx: &mut Context<Self>, url: String, resuming: bool) {
+        self.drop_link(ctx);
+        let epoch = self.epoch;
+        let connector = Connector::Rustls(Arc::clone(&self.params.tls));
+        tracing::debug!(shard = self.id(), %url, resuming, "connecting");
+        let attempt = async move {
+            tokio_tungstenite::connect_async_tls_with_config(
+                url,
+                Some(socket_config()),
+                true,
+                Some(connector),
+            )
+            .await
+            .map(|(ws, _)| ws)
+        };
+        let handle = ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
+            if act.epoch != epoch {
+                return;
+            }
+            act.connecting = None;
+            let now = clock::now();
+            match result {
+                Ok(ws) => {
+                    act.attach(ctx, ws);
+                    act.session.handle(now, Input::Opened);
+                }
+                Err(err) => {
+                    tracing::warn!(shard = act.id(), %err, "cannot connect to the gateway");
+                    act.session.handle(now, Input::Closed(None));
+                }
+            }
+            act.after_input(ctx);
+        }));
+        self.connecting = Some(handle);
+    }
+
+    fn attach(&mut self, ctx: &mut Context<Self>, ws: Ws) {
+        let epoch = self.epoch;
+        let (sink, mut stream) = ws.split();
+        let addr = ctx.address();
+        // Frames go to the actor in batches of what is already buffered, and each batch
+        // waits for its handler: while a sink is full the handler does not finish, this
+        // task stops reading, and TCP slows the gateway down. Timers keep running in the
+        // actor, so heartbeats go on.
+        let reader = actix::spawn(async move {
+            while let Some(first) = stream.next().await {
+                let mut items = vec![Some(first)];
+                while items.len() < READ_BATCH {
+                    match stream.next().now_or_never() {
+                        Some(Some(item)) => items.push(Some(item)),
+                        Some(None) => items.push(None),
+                        None => break,
+                    }
+                    if items.last().is_some_and(Option::is_none) {
+                        break;
+                    }
+                }
+                let ended = items.last().is_some_and(Option::is_none);
+                if addr.send(Inbound { epoch, items }).await.is_err() || ended {
+                    return;
+                }
+            }
+            let _ = addr
+                .send(Inbound {
+                    epoch,
+                    items: vec![None],
+                })
+                .await;
+        });
+        let (writer, task) = spawn_writer(sink);
+        self.link = Some(Link {
+            writer,
+            task,
+            reader,
+        });
+    }
+
+    /// Ends the current connection: with a close frame if `code` is given, else by
+    /// dropping it. Inputs of the old connection are ignored from now on.
+    pub(super) fn close(&mut self, ctx: &mut Context<Self>, code: Option<u16>) {
+        if let Some(link) = self.link.take() {
+            if let Some(code) = code {
+                let frame = CloseFrame {
+                    code: code.into(),
+                    reason: "".into(),
+                };
+                let _ = link.writer.send(Message::Close(Some(frame)));
+            }
+            link.reader.abort();
+            self.closing.retain(|task| !task.is_finished());
+            self.closing.push(link.task);
+        }
+        self.drop_link(ctx);
+    }
+
+    pub(super) fn drop_link(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.connecting.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(link) = self.link.take() {
+            link.reader.abort();
+            link.task.abort();
+        }
+        self.epoch += 1;
+    }
+
+    fn on_inbound(&mut self, ctx: &mut Context<Self>, item: Option<Result<Message, WsError>>) {
+        let now = clock::now();
+        match item {
+            Some(Ok(Message::Text(text))) => {
+                self.session.handle(now, Input::Frame(text.as_bytes()));
+            }
+            Some(Ok(Message::Binary(bytes))) => self.session.handle(now, Input::Frame(&bytes)),
+            Some(Ok(Message::Close(frame))) => {
+                self.drop_link(ctx);
+                self.session
+                    .handle(now, Input::Closed(frame.map(|f| u16::from(f.code))));
+            }
+            Some(Ok(_)) => return,
+            Some(Err(err)) => {
+                tracing::debug!(shard = self.id(), %err, "gateway connection failed");
+                self.drop_link(ctx);
+                self.session.handle(now, Input::Closed(None));
+            }
+            None => {
+                self.drop_link(ctx);
+                self.session.handle(now, Input::Closed(None));
+            }
+        }
+        self.after_input(ctx);
+    }
+}
+
+impl Handler<Inbound> for Shard {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) -> Self::Result {
+        for item in inbound.items {
+            // A frame can end the connection; the rest of the batch is then stale.
+            if inbound.epoch == self.epoch {
+                self.on_inbound(ctx, item);
+            }
+        }
+        if self.backlog.is_empty() {
+            return Box::pin(actix::fut::ready(()));
+        }
+        // A sink is full: finish this frame only when the backlog is delivered.
+        wait_for_sinks()
+    }
+}
+
+/// Per-connection buffers sized for a thousand idle shards, not one busy client: reads
+/// grow the buffer on demand, so a small initial size only costs idle memory.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+}
+
+fn spawn_writer(
+    mut sink: SplitSink<Ws, Message>,
+) -> (mpsc::UnboundedSender<Message>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let task = actix::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+    });
+    (tx, task)
+}
