@@ -172,65 +172,64 @@ pub(crate) fn throughput(seconds: u64) -> anyhow::Result<Value> {
     Ok(Value::Array(results))
 }
 
+/// RSS of `shardkeeper run` with `n` Ready shards, `settle` after they all came up, at
+/// `rate` events per second per shard.
+fn settled_rss(
+    n: u32,
+    compression: Compression,
+    rate: f64,
+    settle: Duration,
+) -> anyhow::Result<u64> {
+    let window = Duration::from_millis(100);
+    let sim = BenchSim::start(SimConfig {
+        shards: n,
+        max_concurrency: n,
+        identify_window: window,
+        events_per_sec: rate,
+        ..SimConfig::default()
+    })?;
+    let dir = scratch("memory")?;
+    let run = Shardkeeper::spawn(&sim, spec(&dir, window, compression, "[]"))?;
+    wait_until("every shard ready", Duration::from_secs(600), || {
+        sim.ready() == n as usize
+    })?;
+    std::thread::sleep(settle);
+    let rss = run.rss_kib();
+    run.stop("TERM")?;
+    Ok(rss)
+}
+
+fn memory_row(label: &str, n: u32, rss: u64, extra: Value) -> Value {
+    let per_shard = rss as f64 / f64::from(n);
+    println!(
+        "| memory ({label}) | {n} shards | RSS {:.1} MiB | {per_shard:.1} KiB per shard | {} |",
+        rss as f64 / 1024.0,
+        extra.as_str().unwrap_or("")
+    );
+    json!({"shards": n, "rss_kib": rss, "kib_per_shard": per_shard, "compression": extra})
+}
+
 /// RSS of idle shards at several counts, and of loaded shards per compression.
 pub(crate) fn memory(idle_counts: &[u32], loaded: u32, seconds: u64) -> anyhow::Result<Value> {
     let mut idle = Vec::new();
     for &n in idle_counts {
-        let sim = BenchSim::start(SimConfig {
-            shards: n,
-            max_concurrency: n,
-            identify_window: Duration::from_millis(100),
-            ..SimConfig::default()
-        })?;
-        let dir = scratch("memory")?;
-        let run = Shardkeeper::spawn(
-            &sim,
-            spec(
-                &dir,
-                Duration::from_millis(100),
-                Compression::ZlibStream,
-                "[]",
-            ),
-        )?;
-        wait_until("every shard ready", Duration::from_secs(600), || {
-            sim.ready() == n as usize
-        })?;
-        std::thread::sleep(Duration::from_secs(2));
-        let rss = run.rss_kib();
-        run.stop("TERM")?;
-        println!(
-            "| memory (idle) | {n} shards | RSS {:.1} MiB | {:.1} KiB per shard | |",
-            rss as f64 / 1024.0,
-            rss as f64 / f64::from(n)
-        );
-        idle.push(json!({"shards": n, "rss_kib": rss, "kib_per_shard": rss as f64 / f64::from(n)}));
+        let rss = settled_rss(n, Compression::ZlibStream, 0.0, Duration::from_secs(2))?;
+        idle.push(memory_row(
+            "idle",
+            n,
+            rss,
+            json!(Compression::ZlibStream.name()),
+        ));
     }
     let mut busy = Vec::new();
     for compression in COMPRESSIONS {
-        let sim = BenchSim::start(SimConfig {
-            shards: loaded,
-            max_concurrency: loaded,
-            identify_window: Duration::from_millis(100),
-            events_per_sec: 100.0,
-            ..SimConfig::default()
-        })?;
-        let dir = scratch("memory-loaded")?;
-        let run = Shardkeeper::spawn(
-            &sim,
-            spec(&dir, Duration::from_millis(100), compression, "[]"),
-        )?;
-        wait_until("every shard ready", Duration::from_secs(600), || {
-            sim.ready() == loaded as usize
-        })?;
-        std::thread::sleep(Duration::from_secs(seconds));
-        let rss = run.rss_kib();
-        run.stop("TERM")?;
-        println!(
-            "| memory (100 ev/s) | {loaded} shards, {compression} | RSS {:.1} MiB | {:.1} KiB per shard | |",
-            rss as f64 / 1024.0,
-            rss as f64 / f64::from(loaded)
-        );
-        busy.push(json!({"shards": loaded, "compression": compression.name(), "rss_kib": rss, "kib_per_shard": rss as f64 / f64::from(loaded)}));
+        let rss = settled_rss(loaded, compression, 100.0, Duration::from_secs(seconds))?;
+        busy.push(memory_row(
+            "100 ev/s",
+            loaded,
+            rss,
+            json!(compression.name()),
+        ));
     }
     Ok(json!({"idle": idle, "loaded": busy}))
 }
