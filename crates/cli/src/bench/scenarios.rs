@@ -199,14 +199,13 @@ fn settled_rss(
     Ok(rss)
 }
 
-fn memory_row(label: &str, n: u32, rss: u64, extra: Value) -> Value {
+fn memory_row(label: &str, n: u32, rss: u64, compression: Compression) -> Value {
     let per_shard = rss as f64 / f64::from(n);
     println!(
-        "| memory ({label}) | {n} shards | RSS {:.1} MiB | {per_shard:.1} KiB per shard | {} |",
-        rss as f64 / 1024.0,
-        extra.as_str().unwrap_or("")
+        "| memory ({label}) | {n} shards, {compression} | RSS {:.1} MiB | {per_shard:.1} KiB per shard | |",
+        rss as f64 / 1024.0
     );
-    json!({"shards": n, "rss_kib": rss, "kib_per_shard": per_shard, "compression": extra})
+    json!({"shards": n, "rss_kib": rss, "kib_per_shard": per_shard, "compression": compression.name()})
 }
 
 /// RSS of idle shards at several counts, and of loaded shards per compression.
@@ -214,22 +213,12 @@ pub(crate) fn memory(idle_counts: &[u32], loaded: u32, seconds: u64) -> anyhow::
     let mut idle = Vec::new();
     for &n in idle_counts {
         let rss = settled_rss(n, Compression::ZlibStream, 0.0, Duration::from_secs(2))?;
-        idle.push(memory_row(
-            "idle",
-            n,
-            rss,
-            json!(Compression::ZlibStream.name()),
-        ));
+        idle.push(memory_row("idle", n, rss, Compression::ZlibStream));
     }
     let mut busy = Vec::new();
     for compression in COMPRESSIONS {
         let rss = settled_rss(loaded, compression, 100.0, Duration::from_secs(seconds))?;
-        busy.push(memory_row(
-            "100 ev/s",
-            loaded,
-            rss,
-            json!(compression.name()),
-        ));
+        busy.push(memory_row("100 ev/s", loaded, rss, compression));
     }
     Ok(json!({"idle": idle, "loaded": busy}))
 }
