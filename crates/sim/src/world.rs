@@ -317,16 +317,19 @@ impl World {
 
     /// The connection `conn` no longer serves `session`.
     pub(crate) fn detach(&self, now: Instant, conn: u64, session: &SharedSession) {
-        let shard = {
+        let (shard, id) = {
             let mut record = lock(session);
             if record.owner != Some(conn) {
                 return;
             }
             record.owner = None;
             record.detached_at = Some(now);
-            record.shard
+            (record.shard, record.id.clone())
         };
-        if let Some(stats) = lock(&self.inner).shards.get_mut(&shard) {
+        // A newer session of the shard may already be serving it.
+        if let Some(stats) = lock(&self.inner).shards.get_mut(&shard)
+            && stats.session_id.as_deref() == Some(id.as_str())
+        {
             stats.state = "disconnected".into();
         }
     }
