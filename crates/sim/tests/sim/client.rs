@@ -213,6 +213,18 @@ pub(crate) async fn http(
     (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }
 
+/// `GET /api/v10/gateway/bot` with the bot token.
+pub(crate) async fn gateway_bot(sim: &SimHandle) -> (u16, Value) {
+    http(
+        sim.addr(),
+        "GET",
+        "/api/v10/gateway/bot",
+        Some(&format!("Bot {TOKEN}")),
+        None,
+    )
+    .await
+}
+
 pub(crate) fn assert_no_violations(stats: &Stats) {
     assert!(
         stats.violations.is_empty(),

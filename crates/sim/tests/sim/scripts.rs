@@ -5,19 +5,12 @@ use std::num::NonZeroU32;
 use serde_json::json;
 use shardkeeper_protocol::shard_for_guild;
 
-use crate::client::{Client, TOKEN, assert_no_violations, config, http, resume, sim};
+use crate::client::{Client, assert_no_violations, config, gateway_bot, http, resume, sim};
 
 #[tokio::test]
 async fn well_behaved_session_identify_requests_and_resume() {
     let sim = sim(config()).await;
-    let (code, bot) = http(
-        sim.addr(),
-        "GET",
-        "/api/v10/gateway/bot",
-        Some(&format!("Bot {TOKEN}")),
-        None,
-    )
-    .await;
+    let (code, bot) = gateway_bot(&sim).await;
     assert_eq!(code, 200);
     assert_eq!(bot["shards"], 4);
     assert_eq!(bot["session_start_limit"]["max_concurrency"], 4);
@@ -105,14 +98,7 @@ async fn well_behaved_session_identify_requests_and_resume() {
     assert_eq!(stats.shards[&2].presence_updates, 1);
     assert_eq!(stats.client_close_codes.get(&4000), Some(&2));
     assert_eq!(stats.shards[&2].last_seq, seq + 1);
-    let (_, bot) = http(
-        sim.addr(),
-        "GET",
-        "/api/v10/gateway/bot",
-        Some(&format!("Bot {TOKEN}")),
-        None,
-    )
-    .await;
+    let (_, bot) = gateway_bot(&sim).await;
     assert_eq!(bot["session_start_limit"]["remaining"], 999);
     sim.shutdown().await;
 }
