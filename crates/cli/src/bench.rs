@@ -25,6 +25,9 @@ pub(crate) struct BenchArgs {
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
+    /// Length of the chaos soak in seconds (default: 60, or 600 with `--full`).
+    #[arg(long, value_name = "SECONDS")]
+    soak_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,25 +83,25 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     if args.scenario == Scenario::Chaos {
-        let soak = if full {
-            chaos::Soak {
-                shards: 256,
-                duration: Duration::from_secs(600),
-                faults_per_minute: 2.0,
-            }
-        } else {
-            chaos::Soak {
-                shards: 64,
-                duration: Duration::from_secs(60),
-                faults_per_minute: 6.0,
-            }
+        let (shards, seconds, faults_per_minute) =
+            if full { (256, 600, 2.0) } else { (64, 60, 6.0) };
+        let soak = chaos::Soak {
+            shards,
+            duration: Duration::from_secs(args.soak_seconds.unwrap_or(seconds)),
+            faults_per_minute,
         };
-        results.insert("chaos".into(), chaos::soak(&soak)?);
+        let value = chaos::soak(&soak)?;
+        let failed = value["failed"].as_array().is_some_and(|f| !f.is_empty());
+        results.insert("chaos".into(), value);
+        write_results(&args.json, results)?;
+        anyhow::ensure!(!failed, "the chaos soak failed its checks");
+        return Ok(());
     }
-    std::fs::write(
-        &args.json,
-        serde_json::to_vec_pretty(&Value::Object(results))?,
-    )?;
-    println!("\nresults written to {}", args.json.display());
+    write_results(&args.json, results)
+}
+
+fn write_results(path: &std::path::Path, results: Map<String, Value>) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(&Value::Object(results))?)?;
+    println!("\nresults written to {}", path.display());
     Ok(())
 }

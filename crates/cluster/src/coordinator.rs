@@ -42,6 +42,51 @@ pub(crate) struct PermitGranted {
     pub(crate) ticket: u64,
 }
 
+/// What became of a granted permit: the IDENTIFY was written at `at`, or never (`None`:
+/// the connection went first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PermitUsed {
+    pub(crate) shard: u32,
+    pub(crate) written_at: Option<Instant>,
+}
+
+/// Reports what became of a permit exactly once: when the IDENTIFY was handed to the
+/// socket, or — if it is dropped before that — that it was never written.
+pub(crate) struct PermitReport {
+    shard: u32,
+    coordinator: Option<Addr<IdentifyCoordinator>>,
+}
+
+impl PermitReport {
+    pub(crate) fn new(shard: u32, coordinator: Addr<IdentifyCoordinator>) -> Self {
+        Self {
+            shard,
+            coordinator: Some(coordinator),
+        }
+    }
+
+    /// The IDENTIFY went out (or its write failed part-way: it may have arrived).
+    pub(crate) fn written(mut self) {
+        self.send(Some(clock::now()));
+    }
+
+    fn send(&mut self, written_at: Option<Instant>) {
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.do_send(PermitUsed {
+                shard: self.shard,
+                written_at,
+            });
+        }
+    }
+}
+
+impl Drop for PermitReport {
+    fn drop(&mut self) {
+        self.send(None);
+    }
+}
+
 /// The cluster is shutting down.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -145,6 +190,13 @@ impl IdentifyCoordinator {
         self.expected.is_empty() || self.gather_until.is_some_and(|until| now >= until)
     }
 
+    fn persist(&self, now: Instant) {
+        let snapshot = self.schedule.snapshot(now, clock::wall_ms());
+        if let Err(err) = self.store.save_schedule(&snapshot) {
+            tracing::error!(%err, "cannot persist the identify schedule");
+        }
+    }
+
     /// Grants everything the schedule allows now, then arms the timer for the next grant.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = clock::now();
@@ -153,10 +205,7 @@ impl IdentifyCoordinator {
             while let Some(shard) = self.schedule.poll_grant(now) {
                 self.granted += 1;
                 // The grant is on disk before the shard hears of it.
-                let snapshot = self.schedule.snapshot(now, clock::wall_ms());
-                if let Err(err) = self.store.save_schedule(&snapshot) {
-                    tracing::error!(%err, "cannot persist the identify schedule");
-                }
+                self.persist(now);
                 if let Some((ticket, reply)) = self.waiting.remove(&shard) {
                     tracing::info!(
                         shard,
@@ -272,6 +321,26 @@ impl Handler<CancelPermit> for IdentifyCoordinator {
         {
             self.waiting.remove(&msg.shard);
             self.schedule.cancel(msg.shard);
+            self.pump(ctx);
+        }
+    }
+}
+
+impl Handler<PermitUsed> for IdentifyCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PermitUsed, ctx: &mut Self::Context) {
+        let outstanding = match msg.written_at {
+            Some(at) => {
+                let outstanding = self.schedule.written(msg.shard, at);
+                if outstanding {
+                    self.persist(clock::now());
+                }
+                outstanding
+            }
+            None => self.schedule.unused(msg.shard),
+        };
+        if outstanding {
             self.pump(ctx);
         }
     }

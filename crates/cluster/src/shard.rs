@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use prometheus_client::metrics::counter::Counter;
-use shardkeeper_protocol::CloseCode;
 use shardkeeper_protocol::payload::RequestGuildMembers;
+use shardkeeper_protocol::{CloseCode, OpCode};
 use shardkeeper_session::{
     Action, ClientPayload, Command, CommandError, Input, Notice, ShardSession,
 };
@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::cluster::{ShardGone, ShardParams};
-use crate::coordinator::{CancelPermit, PermitGranted, RequestPermit};
+use crate::coordinator::{CancelPermit, PermitGranted, PermitReport, RequestPermit};
 use crate::members::{MemberRequests, MembersResult};
 use crate::registry::{ShardSnapshot, ShardState};
 use crate::{Event, clock};
@@ -75,7 +75,10 @@ pub(crate) struct Shard {
     timer: Option<(Instant, SpawnHandle)>,
     ticket: u64,
     members: MemberRequests,
+    /// Connection attempts that ended before READY or RESUMED, within the policy window.
     failures: VecDeque<Instant>,
+    /// The current connection reached READY or RESUMED.
+    came_up: bool,
     quarantined: bool,
     /// Writer tasks finishing a close handshake.
     closing: Vec<JoinHandle<()>>,
@@ -101,6 +104,7 @@ impl Shard {
             ticket: 0,
             members: MemberRequests::default(),
             failures: VecDeque::new(),
+            came_up: false,
             quarantined: false,
             closing: Vec::new(),
             retired: false,
@@ -126,10 +130,16 @@ impl Shard {
     fn perform(&mut self, ctx: &mut Context<Self>, action: Action) {
         let id = self.id();
         match action {
-            Action::Connect { url, resuming } => self.connect(ctx, url, resuming),
+            Action::Connect { url, resuming } => {
+                self.came_up = false;
+                self.connect(ctx, url, resuming);
+            }
             Action::Send(frame) => {
+                // The coordinator paces the bucket from the moment the IDENTIFY is written.
+                let report = (frame.op() == OpCode::Identify)
+                    .then(|| PermitReport::new(id, self.params.coordinator.clone()));
                 if let Some(link) = &self.link {
-                    link.send(Message::text(frame.into_string()));
+                    link.send(Message::text(frame.into_string()), report);
                 }
             }
             Action::Close(code) => self.close(ctx, Some(code)),
@@ -172,15 +182,20 @@ impl Shard {
     fn on_notice(&mut self, notice: Notice) {
         let id = self.id();
         match notice {
-            Notice::Identified { guilds } => tracing::info!(shard = id, guilds, "shard identified"),
-            Notice::Resumed { replayed } => tracing::info!(shard = id, replayed, "shard resumed"),
+            Notice::Identified { guilds } => {
+                self.came_up = true;
+                tracing::info!(shard = id, guilds, "shard identified");
+            }
+            Notice::Resumed { replayed } => {
+                self.came_up = true;
+                tracing::info!(shard = id, replayed, "shard resumed");
+            }
             Notice::HeartbeatAck { latency } => self.params.metrics.heartbeat(latency),
             Notice::ZombieDetected => {
                 tracing::warn!(
                     shard = id,
                     "no heartbeat ack: zombie connection, reconnecting"
                 );
-                self.count_failure();
             }
             Notice::ReconnectRequested => tracing::info!(shard = id, "gateway asked to reconnect"),
             Notice::InvalidSession { resumable } => {
@@ -203,7 +218,9 @@ impl Shard {
                     retry_in_ms = retry_in.as_millis() as u64,
                     "shard disconnected"
                 );
-                self.count_failure();
+                if !std::mem::take(&mut self.came_up) {
+                    self.count_failure();
+                }
             }
             Notice::Fatal { code } => {
                 self.params.metrics.close_code(code);
@@ -242,7 +259,9 @@ impl Shard {
         self.event_counters.insert(t.into(), counter);
     }
 
-    /// Parks the shard when its sessions keep failing.
+    /// Parks the shard when its connections keep failing before READY or RESUMED. A
+    /// session that came up and was later dropped, asked to reconnect or invalidated is
+    /// the gateway's doing and does not count.
     fn count_failure(&mut self) {
         let now = clock::now();
         let policy = self.params.quarantine;

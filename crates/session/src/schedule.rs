@@ -91,9 +91,14 @@ pub struct ScheduleStatus {
 #[derive(Debug)]
 struct Bucket {
     limiter: Gcra,
-    /// No grant before this instant (restored from a snapshot).
+    /// No grant before this instant (restored from a snapshot, or a window after the
+    /// last IDENTIFY was written).
     hold_until: Option<Instant>,
+    /// The last IDENTIFY of the bucket: when it was written, or granted until then.
     last_grant: Option<Instant>,
+    /// A granted shard whose IDENTIFY is not written yet, and when it was granted: the
+    /// bucket waits for the write, so a delayed write cannot bring two IDENTIFYs closer.
+    unwritten: Option<(u32, Instant)>,
     /// `(ticket, shard)`: ticket 0 for a shard's first request, so the start-up batch
     /// goes out by shard id; later requests are FIFO behind it.
     queue: BTreeSet<(u64, u32)>,
@@ -134,6 +139,7 @@ impl IdentifySchedule {
                 limiter: RateLimiter::direct_with_clock(quota, clock.governor_clock()),
                 hold_until: None,
                 last_grant: None,
+                unwritten: None,
                 queue: BTreeSet::new(),
             })
             .collect();
@@ -216,8 +222,7 @@ impl IdentifySchedule {
             self.next_ticket += 1;
             self.next_ticket
         };
-        let index = self.bucket_of(shard) as usize;
-        let bucket = &mut self.buckets[index];
+        let bucket = self.bucket_mut(shard);
         if !bucket.queue.iter().any(|&(_, s)| s == shard) {
             bucket.queue.insert((ticket, shard));
         }
@@ -225,8 +230,7 @@ impl IdentifySchedule {
 
     /// Withdraws a shard's request; returns whether it was queued.
     pub fn cancel(&mut self, shard: u32) -> bool {
-        let index = self.bucket_of(shard) as usize;
-        let bucket = &mut self.buckets[index];
+        let bucket = self.bucket_mut(shard);
         let before = bucket.queue.len();
         bucket.queue.retain(|&(_, s)| s != shard);
         bucket.queue.len() != before
@@ -242,16 +246,59 @@ impl IdentifySchedule {
             self.remaining = self.total;
             self.reset_at = now + DEFAULT_BUDGET_PERIOD;
         }
+        let give_up = self.unwritten_limit();
         let bucket = self.buckets.iter_mut().find(|b| {
             !b.queue.is_empty()
                 && b.hold_until.is_none_or(|hold| now >= hold)
+                && b.unwritten.is_none_or(|(_, at)| now >= at + give_up)
                 && b.limiter.check().is_ok()
         })?;
         let (_, shard) = bucket.queue.pop_first()?;
         bucket.last_grant = Some(now);
         bucket.hold_until = None;
+        bucket.unwritten = Some((shard, now));
         self.remaining -= 1;
         Some(shard)
+    }
+
+    /// The IDENTIFY of a granted shard was written at `at`: its bucket's next window
+    /// counts from then, not from the grant. Returns whether the grant was outstanding.
+    pub fn written(&mut self, shard: u32, at: Instant) -> bool {
+        let period = self.config.period();
+        let bucket = self.bucket_mut(shard);
+        if bucket.unwritten.is_none_or(|(s, _)| s != shard) {
+            return false;
+        }
+        bucket.unwritten = None;
+        if bucket.last_grant.is_none_or(|last| at > last) {
+            bucket.last_grant = Some(at);
+        }
+        let reopen = at + period;
+        bucket.hold_until = Some(bucket.hold_until.map_or(reopen, |hold| hold.max(reopen)));
+        true
+    }
+
+    /// A granted shard lost its connection before its IDENTIFY was written: the bucket
+    /// stops waiting for the write and keeps the window of the grant. Returns whether
+    /// the grant was outstanding.
+    pub fn unused(&mut self, shard: u32) -> bool {
+        let bucket = self.bucket_mut(shard);
+        if bucket.unwritten.is_none_or(|(s, _)| s != shard) {
+            return false;
+        }
+        bucket.unwritten = None;
+        true
+    }
+
+    /// How long a bucket waits to hear that a granted IDENTIFY was written before it
+    /// treats the grant as written at that moment (a lost report must not stall it).
+    fn unwritten_limit(&self) -> Duration {
+        self.config.period() * 2
+    }
+
+    fn bucket_mut(&mut self, shard: u32) -> &mut Bucket {
+        let index = self.bucket_of(shard) as usize;
+        &mut self.buckets[index]
     }
 
     /// When [`poll_grant`](Self::poll_grant) may next return a shard, if any is queued.
@@ -317,12 +364,15 @@ impl IdentifySchedule {
     }
 
     fn next_grant(&self, bucket: &Bucket) -> Instant {
-        let paced = bucket.last_grant.map(|last| last + self.config.period());
-        match (paced, bucket.hold_until) {
-            (Some(a), Some(b)) => a.max(b),
-            (Some(at), None) | (None, Some(at)) => at,
-            (None, None) => self.created,
-        }
+        [
+            bucket.last_grant.map(|last| last + self.config.period()),
+            bucket.hold_until,
+            bucket.unwritten.map(|(_, at)| at + self.unwritten_limit()),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(self.created)
     }
 }
 

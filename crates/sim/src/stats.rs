@@ -95,6 +95,11 @@ pub struct BucketStats {
     pub identifies: u64,
     /// Most IDENTIFYs attempted inside one window (1 for a correct client).
     pub max_per_window: u32,
+    /// Shortest time between two accepted IDENTIFYs, in milliseconds (the window plus
+    /// the margin the client keeps).
+    pub min_gap_ms: Option<u64>,
+    /// Longest time between two accepted IDENTIFYs, in milliseconds.
+    pub max_gap_ms: Option<u64>,
 }
 
 /// Every session the simulator started, with the last sequence it sent.

@@ -221,8 +221,16 @@ impl World {
             return Err(IdentifyRefusal::Budget);
         }
         inner.remaining -= 1;
+        let last = inner.bucket_last_grant[bucket];
+        let stats = &mut inner.buckets[bucket];
+        if let Some(last) = last {
+            let gap =
+                u64::try_from(now.saturating_duration_since(last).as_millis()).unwrap_or(u64::MAX);
+            stats.min_gap_ms = Some(stats.min_gap_ms.map_or(gap, |min| min.min(gap)));
+            stats.max_gap_ms = Some(stats.max_gap_ms.map_or(gap, |max| max.max(gap)));
+        }
+        stats.identifies += 1;
         inner.bucket_last_grant[bucket] = Some(now);
-        inner.buckets[bucket].identifies += 1;
         inner.identifies += 1;
         let id = format!("{:032x}", inner.rng.random::<u128>());
         let mut record = SessionRecord::new(

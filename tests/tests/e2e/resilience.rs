@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shardkeeper_cluster::{QuarantinePolicy, ShardState};
+use shardkeeper_cluster::ShardState;
 use shardkeeper_session::Timing;
 use shardkeeper_sim::{ChaosConfig, SimConfig};
 
@@ -17,11 +17,7 @@ async fn a_gateway_that_never_sends_hello_is_abandoned_and_retried() {
     let env = Env::start_with(
         sim,
         |config| {
-            config.timing = Timing {
-                hello_timeout: Duration::from_millis(300),
-                backoff_base: Duration::from_millis(50),
-                ..config.timing.clone()
-            };
+            config.timing.hello_timeout = Duration::from_millis(300);
         },
         Duration::from_millis(200),
     )
@@ -74,17 +70,8 @@ async fn seeded_chaos_ends_with_every_shard_ready_and_nothing_lost() {
         seed: 7,
         ..sim_config(16, 16)
     };
-    let env = Env::start_with(
-        sim,
-        |config| {
-            config.quarantine = QuarantinePolicy {
-                failures: 0,
-                window: Duration::from_secs(60),
-            };
-        },
-        Duration::from_millis(200),
-    )
-    .await;
+    // The default crash-loop policy stays on: faults after READY must not trip it.
+    let env = Env::start(sim).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     env.sim.pause_chaos(true);
     env.all_ready(Duration::from_secs(20)).await;

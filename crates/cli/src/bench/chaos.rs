@@ -95,10 +95,9 @@ pub(crate) fn soak(soak: &Soak) -> anyhow::Result<Value> {
         );
         run = Shardkeeper::spawn(&sim, spec())?;
     }
+    // RSS of the last run, sampled every few seconds after a warm-up of a sixth.
     std::thread::sleep(soak.duration / 6);
-    let warm_rss = run.rss_kib();
-    std::thread::sleep(soak.duration / 6);
-    let end_rss = run.rss_kib();
+    let rss = sample_rss(&run, soak.duration / 6);
     sim.handle.pause_chaos(true);
     wait_until(
         "every shard ready after the chaos",
@@ -117,8 +116,26 @@ pub(crate) fn soak(soak: &Soak) -> anyhow::Result<Value> {
     let faults: u64 = stats.faults.values().sum();
     let log = std::fs::read_to_string(dir.join("shardkeeper.log")).unwrap_or_default();
     let panics = log.matches("panicked").count();
+    let warm_rss = rss.first().copied().unwrap_or(0);
+    let end_rss = rss.last().copied().unwrap_or(0);
+    let peak_rss = rss.iter().copied().max().unwrap_or(0);
+    // Flat: the end of the run within 10 % (and 2 MiB of allocator slack) of the warm RSS.
+    let flat = end_rss <= warm_rss + warm_rss / 10 + 2048;
+    let mut failed = Vec::new();
+    if !stats.violations.is_empty() {
+        failed.push(format!("{} simulator violations", stats.violations.len()));
+    }
+    if lost > 0 {
+        failed.push(format!("{lost} events lost"));
+    }
+    if panics > 0 {
+        failed.push(format!("{panics} panics in the log"));
+    }
+    if !flat {
+        failed.push(format!("RSS grew from {warm_rss} to {end_rss} KiB"));
+    }
     println!(
-        "| chaos | {n} shards, {:.0} s, {} faults/min/shard | {faults} faults, {} resumes, {} identifies | {} violations, {lost} lost, {duplicates} duplicates | RSS {:.1} → {:.1} MiB, {panics} panics |",
+        "| chaos | {n} shards, {:.0} s, {} faults/min/shard | {faults} faults, {} resumes, {} identifies | {} violations, {lost} lost, {duplicates} duplicates | RSS {:.1} → {:.1} MiB (peak {:.1}), {panics} panics | {} |",
         soak.duration.as_secs_f64(),
         soak.faults_per_minute,
         stats.resumes_ok,
@@ -126,10 +143,36 @@ pub(crate) fn soak(soak: &Soak) -> anyhow::Result<Value> {
         stats.violations.len(),
         warm_rss as f64 / 1024.0,
         end_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0,
+        if failed.is_empty() {
+            "pass".to_owned()
+        } else {
+            failed.join("; ")
+        },
     );
+    for violation in &stats.violations {
+        println!("violation: {violation:?}");
+    }
     Ok(json!({
         "shards": n, "seconds": soak.duration.as_secs_f64(), "faults": faults, "faults_by_kind": stats.faults,
         "resumes": stats.resumes_ok, "identifies": stats.identifies, "violations": stats.violations.len(),
-        "lost": lost, "duplicates": duplicates, "rss_warm_kib": warm_rss, "rss_end_kib": end_rss, "panics": panics,
+        "lost": lost, "duplicates": duplicates, "rss_warm_kib": warm_rss, "rss_end_kib": end_rss,
+        "rss_peak_kib": peak_rss, "rss_samples_kib": rss, "panics": panics, "failed": failed,
     }))
+}
+
+/// RSS of a run every 5 s (at least two samples) over `span`.
+fn sample_rss(run: &Shardkeeper, span: Duration) -> Vec<u64> {
+    const EVERY: Duration = Duration::from_secs(5);
+    let started = Instant::now();
+    let mut samples = vec![run.rss_kib()];
+    loop {
+        let left = span.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(EVERY));
+        samples.push(run.rss_kib());
+    }
+    samples
 }

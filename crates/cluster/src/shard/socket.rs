@@ -17,6 +17,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use super::delivery::wait_for_sinks;
 use super::{Inbound, Shard};
 use crate::clock;
+use crate::coordinator::PermitReport;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -26,17 +27,20 @@ const READ_BATCH: usize = 64;
 /// Initial read buffer of a gateway connection.
 const READ_BUFFER: usize = 8 * 1024;
 
+/// A frame for the writer task, with the report an IDENTIFY owes the coordinator.
+type Outgoing = (Message, Option<PermitReport>);
+
 /// The open connection: writer channel and task, reader task.
 pub(super) struct Link {
-    writer: mpsc::UnboundedSender<Message>,
+    writer: mpsc::UnboundedSender<Outgoing>,
     task: JoinHandle<()>,
     reader: JoinHandle<()>,
 }
 
 impl Link {
-    /// Queues a frame for the writer task.
-    pub(super) fn send(&self, message: Message) {
-        let _ = self.writer.send(message);
+    /// Queues a frame for the writer task; `report` is told once the frame is written.
+    pub(super) fn send(&self, message: Message, report: Option<PermitReport>) {
+        let _ = self.writer.send((message, report));
     }
 }
 
@@ -127,7 +131,7 @@ impl Shard {
                     code: code.into(),
                     reason: "".into(),
                 };
-                let _ = link.writer.send(Message::Close(Some(frame)));
+                link.send(Message::Close(Some(frame)), None);
             }
             link.reader.abort();
             self.closing.retain(|task| !task.is_finished());
@@ -202,12 +206,16 @@ fn socket_config() -> WebSocketConfig {
 
 fn spawn_writer(
     mut sink: SplitSink<Ws, Message>,
-) -> (mpsc::UnboundedSender<Message>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+) -> (mpsc::UnboundedSender<Outgoing>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let task = actix::spawn(async move {
-        while let Some(message) = rx.recv().await {
+        while let Some((message, report)) = rx.recv().await {
             let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
+            let sent = sink.send(message).await;
+            if let Some(report) = report {
+                report.written();
+            }
+            if sent.is_err() || closing {
                 break;
             }
         }

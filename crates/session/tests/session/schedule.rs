@@ -17,12 +17,14 @@ fn config(k: u32, window_ms: u64) -> ScheduleConfig {
     }
 }
 
-/// Runs the schedule by its own timer until every queued shard is granted.
+/// Runs the schedule by its own timer until every queued shard is granted, each
+/// IDENTIFY written the moment it is granted.
 fn drain(schedule: &mut IdentifySchedule, mut now: Instant) -> Vec<(Instant, u32)> {
     let mut grants = Vec::new();
     while let Some(at) = schedule.poll_timeout() {
         now = now.max(at);
         while let Some(shard) = schedule.poll_grant(now) {
+            assert!(schedule.written(shard, now));
             grants.push((now, shard));
         }
     }
@@ -71,6 +73,7 @@ fn a_restart_waits_only_behind_its_own_bucket() {
         schedule.request(shard);
     }
     assert_eq!(schedule.poll_grant(start), Some(0));
+    assert!(schedule.written(0, start));
     // Shard 0 is ready, then needs a new session while 39 others still queue.
     schedule.request(0);
     let grants = drain(&mut schedule, start);
@@ -181,7 +184,111 @@ fn restore_with_a_different_bucket_count_holds_every_bucket() {
     assert_eq!(after.poll_grant(start), None);
 }
 
+#[test]
+fn a_bucket_waits_for_the_write_and_counts_its_window_from_it() {
+    let start = Instant::now();
+    let config = config(2, 5_000);
+    let mut schedule = IdentifySchedule::new(config, 1000, 1000, DAY, start);
+    for shard in [0, 2, 4] {
+        schedule.request(shard);
+    }
+    assert_eq!(schedule.poll_grant(start), Some(0));
+    let paced = start + config.period();
+    assert_eq!(
+        schedule.poll_grant(paced),
+        None,
+        "shard 0 has not written yet"
+    );
+    // The host was busy: the IDENTIFY left 1.5 s after the grant.
+    let write = start + Duration::from_millis(1_500);
+    assert!(schedule.written(0, write));
+    assert!(!schedule.written(0, write), "reported once");
+    assert_eq!(schedule.poll_timeout(), Some(write + config.period()));
+    assert_eq!(schedule.poll_grant(paced), None);
+    assert_eq!(schedule.poll_grant(write + config.period()), Some(2));
+    let snapshot = schedule.snapshot(write + config.period(), 1_000_000);
+    assert_eq!(snapshot.last_grants_ms[0], Some(1_000_000));
+}
+
+/// One bucket, shards 0 and 1 queued, shard 0 granted at `start`.
+fn one_bucket_granted_to_zero(start: Instant) -> (ScheduleConfig, IdentifySchedule) {
+    let config = config(1, 5_000);
+    let mut schedule = IdentifySchedule::new(config, 1000, 1000, DAY, start);
+    schedule.request(0);
+    schedule.request(1);
+    assert_eq!(schedule.poll_grant(start), Some(0));
+    (config, schedule)
+}
+
+#[test]
+fn an_unused_grant_frees_the_bucket_after_the_grants_window() {
+    let start = Instant::now();
+    let (config, mut schedule) = one_bucket_granted_to_zero(start);
+    assert!(!schedule.unused(1), "shard 1 holds no grant");
+    assert!(schedule.unused(0));
+    assert_eq!(schedule.poll_timeout(), Some(start + config.period()));
+    assert_eq!(schedule.poll_grant(start + config.period()), Some(1));
+}
+
+#[test]
+fn a_lost_write_report_holds_the_bucket_for_two_periods_only() {
+    let start = Instant::now();
+    let (config, mut schedule) = one_bucket_granted_to_zero(start);
+    let give_up = start + config.period() * 2;
+    let just_before = start + (config.period() * 2).saturating_sub(Duration::from_millis(1));
+    assert_eq!(schedule.poll_timeout(), Some(give_up));
+    assert_eq!(schedule.poll_grant(just_before), None);
+    assert_eq!(schedule.poll_grant(give_up), Some(1));
+    assert!(!schedule.written(0, give_up), "the late report is stale");
+}
+
 proptest! {
+    #[test]
+    fn identifies_are_written_a_window_apart_however_late_the_writes(
+        k in 1u32..5,
+        shards in prop::collection::vec((0u32..20, 0u64..4_000, 0u8..10), 1..60),
+    ) {
+        let config = config(k, 1_000);
+        let start = Instant::now();
+        let mut schedule = IdentifySchedule::new(config, 1000, 1000, DAY, start);
+        // Every request is granted in time; its IDENTIFY is written `delay` ms later
+        // (below the two periods after which the bucket stops waiting), or never.
+        let mut delays: HashMap<u32, (u64, bool)> = HashMap::new();
+        for &(shard, delay, fate) in &shards {
+            schedule.request(shard);
+            delays.insert(shard, (delay.min(1_900), fate == 0));
+        }
+        let mut pending: Vec<(Instant, u32, bool)> = Vec::new();
+        let mut written: HashMap<u32, Instant> = HashMap::new();
+        let mut now = start;
+        loop {
+            while let Some(shard) = schedule.poll_grant(now) {
+                let (delay, lost) = delays[&shard];
+                pending.push((now + Duration::from_millis(delay), shard, lost));
+            }
+            pending.sort();
+            let next_report = pending.first().map(|p| p.0);
+            let Some(next) = [next_report, schedule.poll_timeout()].into_iter().flatten().min() else {
+                break;
+            };
+            now = now.max(next);
+            while let Some(&(at, shard, lost)) = pending.first() {
+                if at > now { break; }
+                pending.remove(0);
+                if lost {
+                    schedule.unused(shard);
+                    continue;
+                }
+                prop_assert!(schedule.written(shard, at));
+                let bucket = shard % k;
+                if let Some(prev) = written.insert(bucket, at) {
+                    prop_assert!(at - prev >= config.window, "bucket {bucket}: writes {:?} apart", at - prev);
+                }
+            }
+        }
+        prop_assert_eq!(schedule.queued(), 0);
+    }
+
     #[test]
     fn never_two_grants_in_one_bucket_inside_a_window(
         k in 1u32..8,

@@ -107,6 +107,10 @@ async fn identify_inside_the_bucket_window_gets_op9() {
     let stats = sim.stats();
     assert_violation(&stats, ViolationKind::IdentifyWindow);
     assert_eq!(stats.buckets[1].max_per_window, 2);
+    assert_eq!(
+        stats.buckets[1].min_gap_ms, None,
+        "a refused IDENTIFY leaves no gap"
+    );
     assert_eq!(stats.identifies, 1);
     sim.shutdown().await;
 }

@@ -118,12 +118,15 @@ async fn buckets_identify_together_and_in_successive_windows() {
     let stats = sim.stats();
     assert_no_violations(&stats);
     assert_eq!(stats.identifies, 8);
-    assert!(
-        stats
-            .buckets
-            .iter()
-            .all(|b| b.identifies == 2 && b.max_per_window == 1)
-    );
+    let window = u64::try_from(config().identify_window.as_millis()).expect("small");
+    for bucket in &stats.buckets {
+        assert!(
+            bucket.identifies == 2 && bucket.max_per_window == 1,
+            "{bucket:?}"
+        );
+        assert_eq!(bucket.min_gap_ms, bucket.max_gap_ms, "one gap: {bucket:?}");
+        assert!(bucket.min_gap_ms >= Some(window), "{bucket:?}");
+    }
     sim.shutdown().await;
 }
 
