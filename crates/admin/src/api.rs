@@ -27,6 +27,7 @@ pub(crate) struct ShardList {
 
 /// Options of a restart.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RestartQuery {
     /// Drop the session and IDENTIFY (spends session starts).
@@ -39,6 +40,7 @@ pub(crate) struct RestartQuery {
 
 /// Which shard a presence goes to.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PresenceQuery {
     /// One shard; all owned shards when absent.
@@ -198,7 +200,7 @@ pub(crate) async fn start_shard(
 /// Rolling restart of every shard, one after another, each resuming before the next.
 #[utoipa::path(post, path = "/api/v1/shards/restart",
     params(RestartQuery),
-    responses((status = 202, body = Accepted), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn restart_all(
     _: Authorized,
@@ -230,7 +232,7 @@ pub(crate) async fn restart_all(
 #[utoipa::path(post, path = "/api/v1/presence",
     params(PresenceQuery),
     request_body = PresenceUpdate,
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn presence(
     _: Authorized,
@@ -252,7 +254,7 @@ pub(crate) async fn presence(
 /// Sends op 4 on the shard that owns the guild.
 #[utoipa::path(post, path = "/api/v1/voice-state",
     request_body = VoiceStateUpdate,
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn voice_state(
     _: Authorized,
@@ -267,7 +269,7 @@ pub(crate) async fn voice_state(
 #[utoipa::path(post, path = "/api/v1/guilds/{guild_id}/members",
     params(("guild_id" = String, Path, description = "Guild snowflake")),
     request_body = MembersBody,
-    responses((status = 200, body = MembersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses((status = 200, body = MembersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn members(
     _: Authorized,

@@ -15,6 +15,12 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The request body is over the cap.
+    #[error("request body is over the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The cap in bytes.
+        limit: usize,
+    },
     /// No such route or shard.
     #[error("{0}")]
     NotFound(String),
@@ -47,6 +53,7 @@ impl ResponseError for ApiError {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

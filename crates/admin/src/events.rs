@@ -12,6 +12,7 @@ use shardkeeper_cluster::{Delivery, Event, EventSink};
 use tokio::sync::mpsc;
 
 use crate::auth::Authorized;
+use crate::error::ApiError;
 use crate::state::AdminState;
 
 /// Event lines a subscriber may be behind before it is disconnected.
@@ -152,6 +153,7 @@ pub(crate) struct EventsQuery {
     params(("t" = Option<String>, Query, description = "Comma-separated event names to receive")),
     responses(
         (status = 101, description = "WebSocket of NDJSON event lines"),
+        (status = 400, description = "Not a WebSocket upgrade request, or a malformed query", body = crate::api::ErrorBody),
         (status = 401, description = "Missing or invalid admin token", body = crate::api::ErrorBody),
     ),
     security(("bearer" = []))
@@ -170,7 +172,11 @@ pub(crate) async fn events(
             .map(str::to_owned)
             .collect()
     });
-    let (response, mut session, mut incoming) = actix_ws::handle(&req, body)?;
+    let (response, mut session, mut incoming) = actix_ws::handle(&req, body).map_err(|err| {
+        ApiError::BadRequest(format!(
+            "this endpoint speaks WebSocket only (send an Upgrade request): {err}"
+        ))
+    })?;
     let hub = state.hub.clone();
     let (id, mut lines) = hub.subscribe(filter);
     state.subscribers.inc();

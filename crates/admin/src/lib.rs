@@ -26,6 +26,7 @@ mod state;
 use std::net::SocketAddr;
 
 use actix_web::dev::ServerHandle;
+use actix_web::error::JsonPayloadError;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -172,7 +173,14 @@ fn json_config(state: &web::Data<AdminState>) -> web::JsonConfig {
         .limit(MAX_BODY)
         .error_handler(move |err, _| {
             state.requests_refused.inc();
-            ApiError::BadRequest(format!("invalid JSON body: {err}")).into()
+            match err {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => {
+                    ApiError::PayloadTooLarge { limit: MAX_BODY }
+                }
+                other => ApiError::BadRequest(format!("invalid JSON body: {other}")),
+            }
+            .into()
         })
 }
 

@@ -182,37 +182,57 @@ impl Decoder {
     /// Feeds one WebSocket message. Returns the decoded document once one is complete,
     /// `None` while a zlib-stream message is still being buffered.
     pub fn push<'a>(&'a mut self, message: &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError> {
-        match &mut self.inner {
-            Inner::Plain => {
-                if message.len() > self.limit {
-                    return Err(DecodeError::TooLarge { limit: self.limit });
-                }
-                Ok(Some(message))
+        decode(&mut self.inner, self.limit, message, &mut self.out)
+    }
+
+    /// Like [`push`](Self::push), but decompresses into `out` (cleared first) instead of
+    /// a buffer of the decoder's own: many connections served by one thread can share
+    /// one output buffer, since each document is consumed before the next is decoded.
+    pub fn push_into<'a>(
+        &mut self,
+        message: &'a [u8],
+        out: &'a mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>, DecodeError> {
+        decode(&mut self.inner, self.limit, message, out)
+    }
+}
+
+fn decode<'a>(
+    inner: &mut Inner,
+    limit: usize,
+    message: &'a [u8],
+    out: &'a mut Vec<u8>,
+) -> Result<Option<&'a [u8]>, DecodeError> {
+    match inner {
+        Inner::Plain => {
+            if message.len() > limit {
+                return Err(DecodeError::TooLarge { limit });
             }
-            Inner::Zlib { ctx, pending } => {
-                if pending.is_empty() && message.ends_with(&ZLIB_SUFFIX) {
-                    inflate(ctx, message, &mut self.out, self.limit)?;
-                    return Ok(Some(&self.out));
-                }
-                if pending.len() + message.len() > self.limit {
-                    pending.clear();
-                    return Err(DecodeError::Unterminated { limit: self.limit });
-                }
-                pending.extend_from_slice(message);
-                if !pending.ends_with(&ZLIB_SUFFIX) {
-                    return Ok(None);
-                }
-                let result = inflate(ctx, pending, &mut self.out, self.limit);
-                pending.clear();
-                result?;
-                Ok(Some(&self.out))
-            }
-            Inner::Zstd { ctx } => {
-                unzstd(ctx, message, &mut self.out, self.limit)?;
-                Ok(Some(&self.out))
-            }
-            Inner::Unavailable(detail) => Err(corrupt_zstd(detail)),
+            Ok(Some(message))
         }
+        Inner::Zlib { ctx, pending } => {
+            if pending.is_empty() && message.ends_with(&ZLIB_SUFFIX) {
+                inflate(ctx, message, out, limit)?;
+                return Ok(Some(out));
+            }
+            if pending.len() + message.len() > limit {
+                *pending = Vec::new();
+                return Err(DecodeError::Unterminated { limit });
+            }
+            pending.extend_from_slice(message);
+            if !pending.ends_with(&ZLIB_SUFFIX) {
+                return Ok(None);
+            }
+            // Split messages are rare: the buffer is released, not kept per connection.
+            let whole = std::mem::take(pending);
+            inflate(ctx, &whole, out, limit)?;
+            Ok(Some(out))
+        }
+        Inner::Zstd { ctx } => {
+            unzstd(ctx, message, out, limit)?;
+            Ok(Some(out))
+        }
+        Inner::Unavailable(detail) => Err(corrupt_zstd(detail)),
     }
 }
 

@@ -11,14 +11,14 @@ use shardkeeper_sim::{SimConfig, guild_ids};
 
 use crate::harness::{Env, sim_config};
 
-const ADMIN_TOKEN: &str = "admin-secret-token";
+pub(crate) const ADMIN_TOKEN: &str = "admin-secret-token";
 
-struct Api {
+pub(crate) struct Api {
     base: String,
 }
 
 impl Api {
-    fn start(env: &Env) -> (AdminServer, Self) {
+    pub(crate) fn start(env: &Env) -> (AdminServer, Self) {
         let config = AdminConfig {
             bind: "127.0.0.1:0".parse().expect("addr"),
             token: Token::new(ADMIN_TOKEN),
@@ -31,7 +31,7 @@ impl Api {
 
     /// Sends a request with `token` (None: no Authorization header) and returns the
     /// status and JSON body.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &'static str,
         path: &str,
@@ -439,107 +439,6 @@ async fn openapi_metrics_identify_and_events() {
     }
     assert!(!text.contains(ADMIN_TOKEN) && !text.contains(crate::harness::TOKEN));
     let _ = ws.close(None).await;
-    server.stop().await;
-    env.stop().await;
-}
-
-/// A small deterministic generator, so a failing request can be replayed.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
-#[actix::test]
-async fn random_bad_input_never_gets_a_5xx() {
-    let env = Env::start(sim_config(2, 2)).await;
-    env.all_ready(Duration::from_secs(5)).await;
-    let (server, api) = Api::start(&env);
-    let segments = [
-        "0",
-        "1",
-        "7",
-        "-1",
-        "99999999999999999999",
-        "abc",
-        "%00",
-        "..",
-        "%2e%2e",
-        "%C3%BC",
-        "%F0%9F%98%80",
-        "0x10",
-        "%201",
-        "1.5",
-        "%FF%FE",
-        "",
-    ];
-    let templates = [
-        "/api/v1/shards/{}",
-        "/api/v1/shards/{}/restart",
-        "/api/v1/shards/{}/stop",
-        "/api/v1/shards/{}/start",
-        "/api/v1/guilds/{}/members",
-        "/api/v1/shards/restart?fresh={}",
-        "/api/v1/presence?shard={}",
-        "/api/v1/shards/{}/restart?force={}&fresh=true",
-        "/api/v1/{}",
-        "/{}",
-    ];
-    let bodies = [
-        String::new(),
-        "null".into(),
-        "[]".into(),
-        "{}".into(),
-        "{\"".into(),
-        "\u{0}\u{1}".into(),
-        json!({"since": "yesterday", "activities": 5, "status": "online", "afk": false})
-            .to_string(),
-        json!({"guild_id": -5, "channel_id": [], "self_mute": 1, "self_deaf": null}).to_string(),
-        json!({"query": 12, "limit": -1, "presences": "yes"}).to_string(),
-        json!({"user_ids": ["x", "y", "z"]}).to_string(),
-        "[".repeat(5000),
-        format!("{{\"a\":\"{}\"}}", "é".repeat(9000)),
-    ];
-    let mut rng = Xorshift(0x5eed_cafe);
-    for round in 0..300 {
-        let template = *rng.pick(&templates);
-        let segment = *rng.pick(&segments);
-        let path = template.replace("{}", segment);
-        let method = *rng.pick(&["GET", "POST"]);
-        let token = *rng.pick(&[Some(ADMIN_TOKEN), Some(ADMIN_TOKEN), None, Some("nope")]);
-        let body = rng.pick(&bodies).clone();
-        let (status, answer) = api.call(method, &path, token, Some(body.clone())).await;
-        assert!(
-            status < 500,
-            "round {round}: {method} {path} {body:.40} -> {status} {answer}"
-        );
-        if status >= 400 {
-            assert!(
-                answer["error"].is_string(),
-                "round {round}: {method} {path} ({} bytes: {body:.30}) -> {status} {answer}",
-                body.len()
-            );
-        }
-    }
-    // Raw non-ASCII in the request line is not HTTP at all: the HTTP layer refuses it.
-    let (status, _) = api
-        .call("GET", "/api/v1/shards/ü", Some(ADMIN_TOKEN), None)
-        .await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        api.call("GET", "/healthz", None, None).await.0,
-        200,
-        "still alive"
-    );
     server.stop().await;
     env.stop().await;
 }

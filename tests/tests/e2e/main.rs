@@ -2,6 +2,7 @@
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
 mod admin;
+mod admin_spec;
 mod cluster;
 mod commands;
 mod dashboard;

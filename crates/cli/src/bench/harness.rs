@@ -161,10 +161,41 @@ pub(crate) fn wait_until(
     Ok(started.elapsed())
 }
 
-/// A fresh scratch directory under the system temp dir.
-pub(crate) fn scratch(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("shardkeeper-bench-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// A fresh scratch directory under the system temp dir, removed when dropped (event
+/// files of a full run take gigabytes) unless [`keep`](Scratch::keep) was called.
+pub(crate) struct Scratch {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Scratch {
+    pub(crate) fn new(name: &str) -> anyhow::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("shardkeeper-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(Self { path, keep: false })
+    }
+
+    /// Leaves the directory in place for inspection and says where it is.
+    pub(crate) fn keep(&mut self) {
+        self.keep = true;
+        eprintln!("kept {} for inspection", self.path.display());
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shardkeeper_protocol::Compression;
 use shardkeeper_sim::SimConfig;
 
-use super::harness::{BenchSim, RunSpec, Shardkeeper, scratch, wait_until};
+use super::harness::{BenchSim, RunSpec, Scratch, Shardkeeper, wait_until};
 
 const COMPRESSIONS: [Compression; 3] = [
     Compression::None,
@@ -39,7 +39,7 @@ pub(crate) fn startup(n: u32, k: u32, window: Duration) -> anyhow::Result<Value>
         identify_window: window,
         ..SimConfig::default()
     })?;
-    let dir = scratch("startup")?;
+    let dir = Scratch::new("startup")?;
     let started = Instant::now();
     let run = Shardkeeper::spawn(&sim, spec(&dir, window, Compression::ZlibStream, "[]"))?;
     let mut progress = Vec::new();
@@ -76,7 +76,7 @@ pub(crate) fn restart(n: u32) -> anyhow::Result<Value> {
         events_per_sec: 1.0,
         ..SimConfig::default()
     })?;
-    let dir = scratch("restart")?;
+    let dir = Scratch::new("restart")?;
     let mut run = Shardkeeper::spawn(&sim, spec(&dir, window, Compression::ZlibStream, "[]"))?;
     wait_until("first start", Duration::from_secs(600), || {
         sim.ready() == n as usize
@@ -142,7 +142,7 @@ pub(crate) fn throughput(seconds: u64) -> anyhow::Result<Value> {
             event_body_bytes: 512,
             ..SimConfig::default()
         })?;
-        let dir = scratch("throughput")?;
+        let dir = Scratch::new("throughput")?;
         let events = dir.join("events.ndjson");
         let sinks = format!(r#"["file:{}"]"#, events.display());
         let run = Shardkeeper::spawn(
@@ -163,7 +163,6 @@ pub(crate) fn throughput(seconds: u64) -> anyhow::Result<Value> {
         let rate = delivered as f64 / elapsed;
         let cpu_per_million = cpu / (delivered.max(1) as f64 / 1e6);
         run.stop("TERM")?;
-        let _ = std::fs::remove_dir_all(&dir);
         println!(
             "| throughput | 16 shards, {compression} | {rate:.0} events/s to file | {cpu_per_million:.2} CPU s per million events | |"
         );
@@ -188,7 +187,7 @@ fn settled_rss(
         events_per_sec: rate,
         ..SimConfig::default()
     })?;
-    let dir = scratch("memory")?;
+    let dir = Scratch::new("memory")?;
     let run = Shardkeeper::spawn(&sim, spec(&dir, window, compression, "[]"))?;
     wait_until("every shard ready", Duration::from_secs(600), || {
         sim.ready() == n as usize
@@ -232,7 +231,7 @@ pub(crate) fn latency(seconds: u64) -> anyhow::Result<Value> {
         events_per_sec: 50.0,
         ..SimConfig::default()
     })?;
-    let dir = scratch("latency")?;
+    let dir = Scratch::new("latency")?;
     let mut run = Shardkeeper::spawn(
         &sim,
         RunSpec {

@@ -1,5 +1,6 @@
 //! Handling of what the server sends.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,16 @@ use crate::{Action, Dispatch, Notice, ResumeInfo};
 
 /// Shortest heartbeat interval accepted from HELLO, so a bad value cannot spin the timer.
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Largest decompression buffer a thread keeps between documents.
+const DOCUMENT_KEEP: usize = 1024 * 1024;
+
+thread_local! {
+    /// Decompressed documents of every session on this thread: each is parsed (and what
+    /// outlives it copied) before the next is decoded, so one buffer per thread does,
+    /// instead of one per connection.
+    static DOCUMENT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A decoded server payload, owning what outlives the frame buffer.
 enum Inbound {
@@ -86,11 +97,18 @@ impl ShardSession {
         let Some(decoder) = self.state.decoder_mut() else {
             return;
         };
-        let inbound = match decoder.push(bytes) {
-            Ok(None) => return,
-            Ok(Some(document)) => Inbound::parse(document),
-            Err(err) => Inbound::Garbage(err.to_string()),
-        };
+        let inbound = DOCUMENT.with_borrow_mut(|out| {
+            let inbound = match decoder.push_into(bytes, out) {
+                Ok(None) => None,
+                Ok(Some(document)) => Some(Inbound::parse(document)),
+                Err(err) => Some(Inbound::Garbage(err.to_string())),
+            };
+            if out.capacity() > DOCUMENT_KEEP {
+                *out = Vec::new();
+            }
+            inbound
+        });
+        let Some(inbound) = inbound else { return };
         match inbound {
             Inbound::Dispatch(dispatch) => self.on_dispatch(now, dispatch),
             Inbound::Hello(hello) => self.on_hello(now, hello),
