@@ -49,19 +49,30 @@ impl Event {
         line
     }
 
-    /// Appends the event line and a newline to `out`.
+    /// Appends the event line (without the newline) to `out`.
     pub fn write_line(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        // Event names are upper-case ASCII identifiers; escape anyway so a hostile name
-        // can never break the line format.
-        let t = serde_json::to_string(&*self.t).unwrap_or_else(|_| "\"\"".to_owned());
-        let _ = write!(
-            out,
-            r#"{{"shard":{},"seq":{},"t":{t},"d":{}}}"#,
-            self.shard,
-            self.seq,
-            self.d.get()
-        );
+        let mut number = itoa::Buffer::new();
+        out.push_str(r#"{"shard":"#);
+        out.push_str(number.format(self.shard));
+        out.push_str(r#","seq":"#);
+        out.push_str(number.format(self.seq));
+        out.push_str(r#","t":"#);
+        // Event names are upper-case ASCII identifiers and go out as they are; anything
+        // else is escaped, so a hostile name can never break the line format.
+        if self
+            .t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            out.push('"');
+            out.push_str(&self.t);
+            out.push('"');
+        } else {
+            out.push_str(&serde_json::to_string(&*self.t).unwrap_or_else(|_| "\"\"".to_owned()));
+        }
+        out.push_str(r#","d":"#);
+        out.push_str(self.d.get());
+        out.push('}');
     }
 
     /// Parses `d` into a typed view, for the few events a bot inspects.
@@ -101,5 +112,21 @@ mod tests {
             r#"{"shard":3,"seq":42,"t":"MESSAGE_CREATE","d":{"guild_id":"41771983423143937", "x":1.50}}"#
         );
         assert_eq!(event.guild_id(), Some(41_771_983_423_143_937));
+    }
+
+    #[test]
+    fn a_hostile_event_name_cannot_break_the_line() {
+        let event = Event {
+            shard: 0,
+            seq: u64::MAX,
+            t: "X\",\"d\":1}\n".into(),
+            d: RawValue::from_string("null".to_owned()).expect("valid json"),
+        };
+        let line = event.to_line();
+        assert!(!line.contains('\n'));
+        let parsed: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        assert_eq!(parsed["t"], "X\",\"d\":1}\n");
+        assert_eq!(parsed["seq"], u64::MAX);
+        assert_eq!(parsed["d"], serde_json::Value::Null);
     }
 }

@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use shardkeeper_protocol::payload::RequestGuildMembers;
 use shardkeeper_protocol::{CloseCode, OpCode};
 use shardkeeper_session::{
-    Action, ClientPayload, Command, CommandError, Input, Notice, ShardSession,
+    Action, ClientPayload, Command, CommandError, Input, Notice, ResumeInfo, ShardSession,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -88,6 +88,8 @@ pub(crate) struct Shard {
     published: shardkeeper_session::SessionStats,
     /// Events a full sink has not taken yet, and the store writes that wait for them.
     backlog: VecDeque<Deferred>,
+    /// The newest session position, written to the store at the end of the batch.
+    persist: Option<ResumeInfo>,
     /// Metric counters by event name.
     event_counters: HashMap<Box<str>, Counter>,
 }
@@ -110,6 +112,7 @@ impl Shard {
             retired: false,
             published: shardkeeper_session::SessionStats::default(),
             backlog: VecDeque::new(),
+            persist: None,
             event_counters: HashMap::new(),
         }
     }
@@ -120,8 +123,23 @@ impl Shard {
 
     /// Performs the session's actions, publishes the snapshot and re-arms the timer.
     fn after_input(&mut self, ctx: &mut Context<Self>) {
+        self.perform_actions(ctx);
+        self.settle(ctx);
+    }
+
+    fn perform_actions(&mut self, ctx: &mut Context<Self>) {
         while let Some(action) = self.session.poll_action() {
             self.perform(ctx, action);
+        }
+    }
+
+    /// What is done once per batch of inputs rather than per input: the coalesced store
+    /// write, the registry snapshot and metrics, the timer.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        if let Some(info) = self.persist.take() {
+            self.params
+                .store
+                .save_session(self.params.id, self.params.total, &info);
         }
         self.publish();
         self.rearm(ctx);
@@ -165,12 +183,13 @@ impl Shard {
                 self.backlog.push_back(Deferred::Emit(event, all));
                 self.drain_backlog();
             }
-            Action::Persist(info) => {
-                self.backlog.push_back(Deferred::Persist(info));
-                self.drain_backlog();
-            }
+            // With nothing backlogged every event so far is with the sinks, so the newest
+            // position can wait for the end of the batch: one store write per batch.
+            Action::Persist(info) if self.backlog.is_empty() => self.persist = Some(info),
+            Action::Persist(info) => self.backlog.push_back(Deferred::Persist(info)),
             Action::Forget => {
                 self.members.interrupt();
+                self.persist = None;
                 self.backlog.push_back(Deferred::Forget);
                 self.drain_backlog();
             }

@@ -573,8 +573,11 @@ impl Conn {
             Fault::Close { code } => self.close(*code),
             Fault::Reconnect => vec![Out::Frame(r#"{"op":7,"d":null}"#.into())],
             Fault::InvalidSession { resumable } => {
-                if !resumable && let Some(auth) = &self.auth {
+                if !resumable && let Some(auth) = self.auth.take() {
+                    // The session is over: nothing more is dispatched on it, and the
+                    // client may IDENTIFY again on this connection.
                     lock(&auth.session).invalidated = true;
+                    self.world.detach(Instant::now(), self.id, &auth.session);
                 }
                 vec![Out::Frame(format!(r#"{{"op":9,"d":{resumable}}}"#).into())]
             }

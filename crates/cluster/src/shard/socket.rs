@@ -174,7 +174,7 @@ impl Shard {
                 self.session.handle(now, Input::Closed(None));
             }
         }
-        self.after_input(ctx);
+        self.perform_actions(ctx);
     }
 }
 
@@ -188,6 +188,7 @@ impl Handler<Inbound> for Shard {
                 self.on_inbound(ctx, item);
             }
         }
+        self.settle(ctx);
         if self.backlog.is_empty() {
             return Box::pin(actix::fut::ready(()));
         }

@@ -83,6 +83,39 @@ async fn reconnect_invalid_session_garbage_and_heartbeat_request() {
 }
 
 #[tokio::test]
+async fn an_invalidated_session_dispatches_nothing_more_and_identify_may_follow() {
+    let sim = sim(SimConfig {
+        events_per_sec: 200.0,
+        ..config()
+    })
+    .await;
+    let (mut client, _, _) = logged_in(&sim, 1).await;
+    client.until(0, Some("MESSAGE_CREATE")).await;
+    sim.inject(
+        FaultTarget::shard(1),
+        Fault::InvalidSession { resumable: false },
+    );
+    client.until(9, None).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            if let Event::Payload(value) = client.next().await
+                && value["op"] == 0
+            {
+                return value;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "dispatched after op 9: {quiet:?}");
+    client.identify(1, 4).await;
+    assert_eq!(client.until(0, Some("READY")).await["t"], "READY");
+    let stats = sim.stats();
+    assert_no_violations(&stats);
+    assert_eq!(stats.identifies, 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn zombie_stops_acks_and_dispatches() {
     let sim = sim(SimConfig {
         events_per_sec: 50.0,
