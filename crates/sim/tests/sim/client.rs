@@ -136,6 +136,21 @@ impl Client {
         }
     }
 
+    /// The first payload with `op` within `wait`, if any (later payloads stay unread).
+    pub(crate) async fn within(&mut self, wait: Duration, op: u64) -> Option<Value> {
+        tokio::time::timeout(wait, async {
+            loop {
+                if let Event::Payload(value) = self.next().await
+                    && value["op"] == op
+                {
+                    return value;
+                }
+            }
+        })
+        .await
+        .ok()
+    }
+
     /// Reads until the server closes; returns the code.
     pub(crate) async fn closed(&mut self) -> Option<u16> {
         loop {
