@@ -25,7 +25,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const READ_BATCH: usize = 64;
 
 /// Initial read buffer of a gateway connection.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 
 /// A frame for the writer task, with the report an IDENTIFY owes the coordinator.
 type Outgoing = (Message, Option<PermitReport>);
