@@ -12,8 +12,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::value::RawValue;
 use shardkeeper_cluster::{Delivery, Event, EventSink, LineSink};
+use shardkeeper_protocol::RawJson;
 
 const EVENTS: u64 = 10_000;
 
@@ -28,7 +28,7 @@ fn events() -> Vec<Arc<Event>> {
                 shard: 3,
                 seq,
                 t: "MESSAGE_CREATE".into(),
-                d: RawValue::from_string(d).expect("json"),
+                d: RawJson::parse(d).expect("json"),
             })
         })
         .collect()

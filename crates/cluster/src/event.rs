@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
+use shardkeeper_protocol::RawJson;
 use shardkeeper_session::Dispatch;
 
 /// One dispatch received by one shard. `d` is byte-for-byte what Discord sent.
@@ -15,7 +15,7 @@ pub struct Event {
     /// Event name.
     pub t: Box<str>,
     /// Event data, unparsed.
-    pub d: Box<RawValue>,
+    pub d: RawJson,
 }
 
 impl fmt::Debug for Event {
@@ -93,14 +93,14 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::value::RawValue;
+    use shardkeeper_protocol::RawJson;
 
     use super::Event;
 
     #[test]
     fn line_keeps_d_verbatim() {
-        let d = RawValue::from_string(r#"{"guild_id":"41771983423143937", "x":1.50}"#.to_owned())
-            .expect("valid json");
+        let d =
+            RawJson::parse(r#"{"guild_id":"41771983423143937", "x":1.50}"#).expect("valid json");
         let event = Event {
             shard: 3,
             seq: 42,
@@ -120,7 +120,7 @@ mod tests {
             shard: 0,
             seq: u64::MAX,
             t: "X\",\"d\":1}\n".into(),
-            d: RawValue::from_string("null".to_owned()).expect("valid json"),
+            d: RawJson::null(),
         };
         let line = event.to_line();
         assert!(!line.contains('\n'));

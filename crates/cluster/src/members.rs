@@ -67,7 +67,11 @@ impl MemberRequests {
                 let count = header.chunk_count.max(1) as usize;
                 pending.chunks.resize_with(count, || None);
                 if let Some(slot) = pending.chunks.get_mut(header.chunk_index as usize) {
-                    *slot = Some(event.d.clone());
+                    // The body was checked when it arrived; serde_json checks it again.
+                    match RawValue::from_string(event.d.get().to_owned()) {
+                        Ok(chunk) => *slot = Some(chunk),
+                        Err(err) => tracing::warn!(%err, "member chunk is not valid JSON"),
+                    }
                 }
                 if pending.chunks.iter().all(Option::is_some)
                     && let Some(done) = self.pending.remove(&nonce)

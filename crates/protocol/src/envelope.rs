@@ -3,56 +3,183 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::OpCode;
+use crate::json::{JsonError, RawJson, Reader};
 
 /// Largest frame a client may send; a larger one is closed by Discord with 4002.
 pub const MAX_OUTBOUND_BYTES: usize = 4096;
 
 /// A received payload. `d` stays raw JSON borrowed from the frame, so dispatch bodies
 /// are forwarded byte-for-byte and parsed only where a field is needed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Envelope<'a> {
     /// The opcode.
-    #[serde(deserialize_with = "opcode")]
     pub op: OpCode,
     /// The sequence number; set only on dispatches.
-    #[serde(default)]
     pub s: Option<u64>,
     /// The event name; set only on dispatches.
-    #[serde(default, borrow)]
     pub t: Option<Cow<'a, str>>,
-    /// The event data, untouched; `None` when absent or `null`.
-    #[serde(default, borrow)]
-    pub d: Option<&'a RawValue>,
+    /// The event data, checked but untouched; `None` when absent or `null`.
+    pub d: Option<Raw<'a>>,
+}
+
+/// A JSON value borrowed from a frame, already checked against the grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The JSON text.
+    #[must_use]
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl From<Raw<'_>> for RawJson {
+    fn from(raw: Raw<'_>) -> Self {
+        Self::checked(raw.0)
+    }
 }
 
 /// Why a frame is not a gateway payload.
 #[derive(Debug, thiserror::Error)]
-#[error("malformed gateway payload: {0}")]
-pub struct EnvelopeError(#[from] serde_json::Error);
+pub enum EnvelopeError {
+    /// Not UTF-8 JSON, or not an object with the envelope's fields.
+    #[error("malformed gateway payload: {0}")]
+    Syntax(#[from] JsonError),
+    /// `d` does not have the shape of the expected body.
+    #[error("malformed gateway payload: {0}")]
+    Body(#[from] serde_json::Error),
+}
 
 impl<'a> Envelope<'a> {
-    /// Parses one decoded frame. Any byte sequence is accepted without panicking.
+    /// Parses one decoded frame in a single pass: `op`, `s` and `t` are read, `d` and
+    /// any other member are checked against the JSON grammar and skipped. Any byte
+    /// sequence is accepted without panicking.
     pub fn parse(frame: &'a [u8]) -> Result<Self, EnvelopeError> {
-        Ok(serde_json::from_slice(frame)?)
+        let text = std::str::from_utf8(frame).map_err(|err| JsonError {
+            at: err.valid_up_to(),
+            what: "invalid UTF-8",
+        })?;
+        let mut reader = Reader::new(frame);
+        let mut fields = Fields::default();
+        reader.whitespace();
+        reader.expect(b'{', "expected an object")?;
+        reader.whitespace();
+        if reader.peek() == Some(b'}') {
+            reader.expect(b'}', "expected '}'")?;
+        } else {
+            loop {
+                let key = string_at(text, &mut reader)?;
+                reader.whitespace();
+                reader.expect(b':', "expected ':'")?;
+                reader.whitespace();
+                fields.member(text, &key, &mut reader)?;
+                reader.whitespace();
+                if reader.peek() == Some(b',') {
+                    reader.expect(b',', "expected ','")?;
+                    reader.whitespace();
+                } else {
+                    reader.expect(b'}', "expected ',' or '}'")?;
+                    break;
+                }
+            }
+        }
+        reader.whitespace();
+        reader.end()?;
+        let op = fields.op.ok_or(JsonError {
+            at: 0,
+            what: "missing field `op`",
+        })?;
+        Ok(Self {
+            op,
+            s: fields.s,
+            t: fields.t,
+            d: fields.d,
+        })
     }
 
     /// Parses `d` into a typed body.
     pub fn body<T: Deserialize<'a>>(&self) -> Result<T, EnvelopeError> {
-        let raw = self.d.map_or("null", RawValue::get);
+        let raw = self.d.map_or("null", Raw::get);
         Ok(serde_json::from_str(raw)?)
     }
 }
 
-fn opcode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OpCode, D::Error> {
-    let code = u64::deserialize(deserializer)?;
-    u8::try_from(code)
-        .map(OpCode::from_code)
-        .map_err(|_| de::Error::custom(format!("opcode {code} out of range")))
+/// The envelope's members as read, and which keys appeared (each may appear once).
+#[derive(Default)]
+struct Fields<'a> {
+    seen: u8,
+    op: Option<OpCode>,
+    s: Option<u64>,
+    t: Option<Cow<'a, str>>,
+    d: Option<Raw<'a>>,
+}
+
+impl<'a> Fields<'a> {
+    fn first(&mut self, bit: u8, at: usize) -> Result<(), JsonError> {
+        if self.seen & bit != 0 {
+            return Err(JsonError {
+                at,
+                what: "duplicate envelope field",
+            });
+        }
+        self.seen |= bit;
+        Ok(())
+    }
+
+    fn member(
+        &mut self,
+        text: &'a str,
+        key: &str,
+        reader: &mut Reader<'_>,
+    ) -> Result<(), EnvelopeError> {
+        let at = reader.pos();
+        match key {
+            "op" => {
+                self.first(1, at)?;
+                let what = "opcode must be an integer from 0 to 255";
+                let code = reader.unsigned(what)?;
+                let code = u8::try_from(code).map_err(|_| JsonError { at, what })?;
+                self.op = Some(OpCode::from_code(code));
+            }
+            "s" => {
+                self.first(2, at)?;
+                if !reader.null() {
+                    self.s = Some(reader.unsigned("s must be an unsigned integer")?);
+                }
+            }
+            "t" => {
+                self.first(4, at)?;
+                if !reader.null() {
+                    self.t = Some(string_at(text, reader)?);
+                }
+            }
+            "d" => {
+                self.first(8, at)?;
+                if !reader.null() {
+                    reader.value()?;
+                    self.d = Some(Raw(&text[at..reader.pos()]));
+                }
+            }
+            _ => reader.value()?,
+        }
+        Ok(())
+    }
+}
+
+/// A string at the reader, borrowed from `text` unless it holds escapes.
+fn string_at<'a>(text: &'a str, reader: &mut Reader<'_>) -> Result<Cow<'a, str>, EnvelopeError> {
+    let start = reader.pos();
+    let (_, escaped) = reader.string()?;
+    let quoted = &text[start..reader.pos()];
+    if escaped {
+        Ok(Cow::Owned(serde_json::from_str(quoted)?))
+    } else {
+        Ok(Cow::Borrowed(&quoted[1..quoted.len() - 1]))
+    }
 }
 
 /// A serialized frame ready to send: `{"op":N,"d":…}` of at most 4096 bytes.
@@ -161,7 +288,7 @@ mod tests {
         assert_eq!(env.s, Some(42));
         assert_eq!(env.t.as_deref(), Some("MESSAGE_CREATE"));
         assert_eq!(
-            env.d.map(serde_json::value::RawValue::get),
+            env.d.map(super::Raw::get),
             Some(r#"{"content":"hi \u00e9","n":1.50}"#)
         );
     }

@@ -6,8 +6,9 @@
 //! in `shardkeeper-cluster` and `shardkeeper-sim`.
 //!
 //! Main types:
-//! - [`Envelope`]: a received payload with `op`, `s` and `t` parsed and `d` kept as raw
-//!   JSON, so dispatch bodies are never parsed on the hot path.
+//! - [`Envelope`]: a received payload with `op`, `s` and `t` read in one pass that
+//!   checks the whole frame against the JSON grammar, and `d` kept as raw JSON
+//!   ([`Raw`], owned: [`RawJson`]), so dispatch bodies are never parsed on the hot path.
 //! - [`OpCode`] and [`CloseCode`]: every opcode and close code of the current docs, with
 //!   what each one means for a client ([`CloseCode::is_fatal`], [`CloseCode::can_resume`]).
 //! - Typed bodies in [`payload`]: HELLO, IDENTIFY, READY, RESUME, presence, voice state,
@@ -19,7 +20,8 @@
 //!
 //! Layout:
 //! - `opcode.rs`, `close.rs`: numeric codes and their meaning
-//! - `envelope.rs`: inbound envelope parsing and outbound framing
+//! - `envelope.rs`: inbound envelope parsing and outbound framing; `json.rs`: the
+//!   one-pass JSON checker under it
 //! - `payload.rs`: typed `d` bodies; `snowflake.rs`: ids as strings on the wire
 //! - `token.rs`, `intents.rs`, `shard.rs`: small value types
 //! - `compression.rs`: transport decompression and connect-URL query parameters
@@ -28,6 +30,7 @@ mod close;
 mod compression;
 mod envelope;
 mod intents;
+mod json;
 mod opcode;
 pub mod payload;
 mod shard;
@@ -38,8 +41,9 @@ pub use close::CloseCode;
 pub use compression::{
     Compression, DEFAULT_DOCUMENT_LIMIT, DecodeError, Decoder, gateway_connect_url,
 };
-pub use envelope::{Envelope, EnvelopeError, MAX_OUTBOUND_BYTES, Outbound, OutboundError};
+pub use envelope::{Envelope, EnvelopeError, MAX_OUTBOUND_BYTES, Outbound, OutboundError, Raw};
 pub use intents::{Intents, UnknownIntent};
+pub use json::{JsonError, RawJson};
 pub use opcode::OpCode;
 pub use shard::{ShardId, shard_for_guild};
 pub use snowflake::Snowflake;

@@ -4,12 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use shardkeeper_protocol::payload::{
     PresenceUpdate, RequestChannelInfo, RequestGuildMembers, RequestSoundboardSounds,
     VoiceStateUpdate,
 };
-use shardkeeper_protocol::{OpCode, Outbound, OutboundError};
+use shardkeeper_protocol::{OpCode, Outbound, OutboundError, RawJson};
 
 use crate::StateKind;
 
@@ -78,7 +77,7 @@ pub struct Dispatch {
     /// Event name.
     pub t: Box<str>,
     /// Event data, byte-for-byte as received.
-    pub d: Box<RawValue>,
+    pub d: RawJson,
 }
 
 impl fmt::Debug for Dispatch {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::value::RawValue;
 use shardkeeper_admin::{AdminConfig, EventHub};
 use shardkeeper_cluster::{ChannelSink, Delivery, Event, EventSink, LineSink};
+use shardkeeper_protocol::RawJson;
 use shardkeeper_protocol::Token;
 
 use crate::harness::{Env, sim_config};
@@ -17,7 +17,7 @@ fn event(shard: u32, seq: u64, t: &str) -> Arc<Event> {
         shard,
         seq,
         t: t.into(),
-        d: RawValue::from_string(format!(r#"{{"n":{seq},"s":"é\u00e9"}}"#)).expect("json"),
+        d: RawJson::parse(format!(r#"{{"n":{seq},"s":"é\u00e9"}}"#)).expect("json"),
     })
 }
 

@@ -194,7 +194,7 @@ pub fn sink_path(spec: &str) -> Option<PathBuf> {
 mod tests {
     use std::sync::Arc;
 
-    use serde_json::value::RawValue;
+    use shardkeeper_protocol::RawJson;
 
     use super::LineSink;
     use crate::Event;
@@ -205,7 +205,7 @@ mod tests {
             shard: 1,
             seq,
             t: "MESSAGE_CREATE".into(),
-            d: RawValue::from_string(format!(r#"{{"n":{seq}}}"#)).expect("json"),
+            d: RawJson::parse(format!(r#"{{"n":{seq}}}"#)).expect("json"),
         })
     }
 

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde_json::value::RawValue;
 use shardkeeper_protocol::payload::{
     Hello, Identify, IdentifyProperties, Ready, Resume, UnavailableGuild,
 };
-use shardkeeper_protocol::{Envelope, OpCode, Outbound};
+use shardkeeper_protocol::{Envelope, OpCode, Outbound, RawJson};
 
 use super::ShardSession;
 use crate::heartbeat::Heartbeat;
@@ -50,7 +49,7 @@ impl Inbound {
         match env.op {
             OpCode::Dispatch => match (env.s, env.t.as_deref()) {
                 (Some(seq), Some(t)) => {
-                    let d = env.d.map_or_else(null, RawValue::to_owned);
+                    let d = env.d.map_or_else(RawJson::null, RawJson::from);
                     Self::Dispatch(Dispatch {
                         seq,
                         t: t.into(),
@@ -69,11 +68,6 @@ impl Inbound {
             other => Self::Unexpected(other.code()),
         }
     }
-}
-
-fn null() -> Box<RawValue> {
-    // invariant: "null" is valid JSON
-    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!())
 }
 
 impl ShardSession {

@@ -1,0 +1,452 @@
+//! A one-pass JSON checker for received frames: it walks a document once, checking it
+//! against the RFC 8259 grammar, without building anything. The envelope reader uses it
+//! to find `op`, `s`, `t` and the extent of `d`; a checked `d` is kept as [`RawJson`]
+//! and never parsed again.
+
+use std::fmt;
+
+/// JSON text that is one complete, valid value. Event bodies are kept this way: checked
+/// once when the frame is read, then forwarded byte-for-byte.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    /// Checks `text` and keeps it.
+    pub fn parse(text: impl Into<Box<str>>) -> Result<Self, JsonError> {
+        let text = text.into();
+        let mut reader = Reader::new(text.as_bytes());
+        reader.whitespace();
+        reader.value()?;
+        reader.whitespace();
+        reader.end()?;
+        Ok(Self(text))
+    }
+
+    /// `null`.
+    #[must_use]
+    pub fn null() -> Self {
+        Self("null".into())
+    }
+
+    /// A value the reader has already checked.
+    pub(crate) fn checked(text: &str) -> Self {
+        Self(text.into())
+    }
+
+    /// The JSON text.
+    #[must_use]
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RawJson").field(&self.0.len()).finish()
+    }
+}
+
+impl fmt::Display for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where and why a document is not valid JSON (or not the shape expected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} at byte {at}")]
+pub struct JsonError {
+    /// Byte offset.
+    pub at: usize,
+    /// What was wrong.
+    pub what: &'static str,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Flags (high bit of a byte) the bytes of `word` equal to `byte`; the lowest flag is
+/// always a real match.
+fn equal_bytes(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// Flags the ASCII bytes of `word` below 0x20; the lowest flag is always a real match.
+fn control_bytes(word: u64) -> u64 {
+    word.wrapping_sub(ONES * 0x20) & !word & HIGHS
+}
+
+/// A cursor over a document.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn fail<T>(&self, what: &'static str) -> Result<T, JsonError> {
+        Err(JsonError { at: self.pos, what })
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    pub(crate) fn whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `byte` or fails with `what`.
+    pub(crate) fn expect(&mut self, byte: u8, what: &'static str) -> Result<(), JsonError> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            self.fail(what)
+        }
+    }
+
+    pub(crate) fn end(&self) -> Result<(), JsonError> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            self.fail("trailing characters")
+        }
+    }
+
+    /// Checks a string starting at its opening quote; returns its contents (between the
+    /// quotes) and whether it holds escapes.
+    pub(crate) fn string(&mut self) -> Result<(&'a [u8], bool), JsonError> {
+        self.expect(b'"', "expected a string")?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            self.skip_plain();
+            match self.peek() {
+                Some(b'"') => {
+                    let contents = &self.bytes[start..self.pos];
+                    self.pos += 1;
+                    return Ok((contents, escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.escape()?;
+                }
+                Some(_) => return self.fail("control character in a string"),
+                None => return self.fail("unterminated string"),
+            }
+        }
+    }
+
+    /// Skips bytes that need no attention inside a string, eight at a time.
+    fn skip_plain(&mut self) {
+        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let word = u64::from_le_bytes(word);
+            let stops = equal_bytes(word, b'"') | equal_bytes(word, b'\\') | control_bytes(word);
+            if stops != 0 {
+                self.pos += (stops.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
+        }
+        while let Some(byte) = self.peek() {
+            if byte == b'"' || byte == b'\\' || byte < 0x20 {
+                return;
+            }
+            self.pos += 1;
+        }
+    }
+
+    fn escape(&mut self) -> Result<(), JsonError> {
+        self.pos += 1;
+        match self.peek() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+            Some(b'u') => {
+                self.pos += 1;
+                for _ in 0..4 {
+                    if !self.peek().is_some_and(|b| b.is_ascii_hexdigit()) {
+                        return self.fail("invalid \\u escape");
+                    }
+                    self.pos += 1;
+                }
+            }
+            _ => return self.fail("invalid escape"),
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// Checks a number; returns whether it was a plain non-negative integer.
+    fn number(&mut self) -> Result<bool, JsonError> {
+        let mut integer = true;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+            integer = false;
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                    return self.fail("leading zero in a number");
+                }
+            }
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return self.fail("invalid number"),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            integer = false;
+            if self.digits() == 0 {
+                return self.fail("invalid number");
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return self.fail("invalid number");
+            }
+        }
+        Ok(integer)
+    }
+
+    /// Reads a non-negative integer that fits a `u64`.
+    pub(crate) fn unsigned(&mut self, what: &'static str) -> Result<u64, JsonError> {
+        let start = self.pos;
+        if !self.number()? {
+            self.pos = start;
+            return self.fail(what);
+        }
+        let mut value: u64 = 0;
+        for &digit in &self.bytes[start..self.pos] {
+            value = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(digit - b'0')))
+                .ok_or(JsonError { at: start, what })?;
+        }
+        Ok(value)
+    }
+
+    /// Consumes `null` if it comes next.
+    pub(crate) fn null(&mut self) -> bool {
+        if self.bytes[self.pos..].starts_with(b"null") {
+            self.pos += 4;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), JsonError> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            self.fail("invalid literal")
+        }
+    }
+
+    /// Checks one value of any kind and depth, iteratively.
+    pub(crate) fn value(&mut self) -> Result<(), JsonError> {
+        // One bit per open container: set for an object, clear for an array.
+        let mut open = Nesting::default();
+        loop {
+            // At the start of a value.
+            match self.peek() {
+                Some(b'{') => {
+                    self.pos += 1;
+                    self.whitespace();
+                    if self.peek() == Some(b'}') {
+                        self.pos += 1;
+                    } else {
+                        open.push(true);
+                        self.member_key()?;
+                        continue;
+                    }
+                }
+                Some(b'[') => {
+                    self.pos += 1;
+                    self.whitespace();
+                    if self.peek() == Some(b']') {
+                        self.pos += 1;
+                    } else {
+                        open.push(false);
+                        continue;
+                    }
+                }
+                Some(b'"') => {
+                    self.string()?;
+                }
+                Some(b't') => self.literal(b"true")?,
+                Some(b'f') => self.literal(b"false")?,
+                Some(b'n') => self.literal(b"null")?,
+                Some(b'-' | b'0'..=b'9') => {
+                    self.number()?;
+                }
+                Some(_) => return self.fail("expected a value"),
+                None => return self.fail("unexpected end"),
+            }
+            // After a value: close containers until one continues.
+            loop {
+                let Some(object) = open.top() else {
+                    return Ok(());
+                };
+                self.whitespace();
+                match (self.peek(), object) {
+                    (Some(b','), true) => {
+                        self.pos += 1;
+                        self.whitespace();
+                        self.member_key()?;
+                        break;
+                    }
+                    (Some(b','), false) => {
+                        self.pos += 1;
+                        self.whitespace();
+                        break;
+                    }
+                    (Some(b'}'), true) | (Some(b']'), false) => {
+                        self.pos += 1;
+                        open.pop();
+                    }
+                    _ => return self.fail("expected ',' or the end of a container"),
+                }
+            }
+        }
+    }
+
+    /// `"key" :` and the whitespace after it.
+    fn member_key(&mut self) -> Result<(), JsonError> {
+        self.string()?;
+        self.whitespace();
+        self.expect(b':', "expected ':'")?;
+        self.whitespace();
+        Ok(())
+    }
+}
+
+/// The kinds of the open containers, as bits: 64 inline, more on the heap (a deeply
+/// nested value is legal JSON and must not be refused for its depth).
+#[derive(Default)]
+struct Nesting {
+    inline: u64,
+    depth: usize,
+    deeper: Vec<u64>,
+}
+
+impl Nesting {
+    fn push(&mut self, object: bool) {
+        if self.depth > 0 && self.depth.is_multiple_of(64) {
+            self.deeper.push(self.inline);
+            self.inline = 0;
+        }
+        let bit = 1u64 << (self.depth % 64);
+        if object {
+            self.inline |= bit;
+        } else {
+            self.inline &= !bit;
+        }
+        self.depth += 1;
+    }
+
+    fn top(&self) -> Option<bool> {
+        let index = self.depth.checked_sub(1)?;
+        Some(self.inline & (1u64 << (index % 64)) != 0)
+    }
+
+    fn pop(&mut self) {
+        self.depth -= 1;
+        if self.depth > 0 && self.depth.is_multiple_of(64) {
+            self.inline = self.deeper.pop().unwrap_or(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{JsonError, RawJson, control_bytes, equal_bytes};
+
+    #[test]
+    fn valid_values_are_kept_verbatim() {
+        for text in [
+            "null",
+            " true ",
+            "-0.5e+10",
+            r#"{"a":[1,2,{"b":"\u00e9\n"}],"c":{}}"#,
+            "[[[]]]",
+            r#""\ud800""#,
+            "\"é😀\"",
+        ] {
+            assert_eq!(
+                RawJson::parse(text).map(|r| r.get().to_owned()),
+                Ok(text.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        for text in [
+            "",
+            "nul",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":1,}",
+            "[1 2]",
+            "\"a\u{1}\"",
+            "\"\\x\"",
+            "\"\\u12g4\"",
+            "{1:2}",
+            "[",
+            "]",
+            "{} {}",
+            "\"open",
+        ] {
+            assert!(RawJson::parse(text).is_err(), "{text:?} accepted");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_legal() {
+        let deep = format!("{}0{}", "[{\"a\":".repeat(200), "}]".repeat(200));
+        assert!(RawJson::parse(deep.as_str()).is_ok());
+        let broken = format!("{}0{}", "[{\"a\":".repeat(200), "]}".repeat(200));
+        assert!(matches!(RawJson::parse(broken), Err(JsonError { .. })));
+    }
+
+    #[test]
+    fn word_scans_find_the_first_stop() {
+        let word = u64::from_le_bytes(*b"ab\"c\\d\x01e");
+        assert_eq!(equal_bytes(word, b'"').trailing_zeros() / 8, 2);
+        assert_eq!(equal_bytes(word, b'\\').trailing_zeros() / 8, 4);
+        assert_eq!(control_bytes(word).trailing_zeros() / 8, 6);
+        assert_eq!(control_bytes(u64::from_le_bytes(*b"\xc3\xa9 abcde")), 0);
+    }
+}
