@@ -277,24 +277,17 @@ impl<'a> Reader<'a> {
         loop {
             // At the start of a value.
             match self.peek() {
-                Some(b'{') => {
+                Some(bracket @ (b'{' | b'[')) => {
+                    let object = bracket == b'{';
                     self.pos += 1;
                     self.whitespace();
-                    if self.peek() == Some(b'}') {
+                    if self.peek() == Some(if object { b'}' } else { b']' }) {
                         self.pos += 1;
                     } else {
-                        open.push(true);
-                        self.member_key()?;
-                        continue;
-                    }
-                }
-                Some(b'[') => {
-                    self.pos += 1;
-                    self.whitespace();
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                    } else {
-                        open.push(false);
+                        open.push(object);
+                        if object {
+                            self.member_key()?;
+                        }
                         continue;
                     }
                 }

@@ -26,6 +26,14 @@ struct Oracle<'a> {
 type Reading = Option<(u8, Option<u64>, Option<String>, Option<String>)>;
 
 fn oracle(frame: &str) -> Reading {
+    // serde also reads a struct from an array of its fields; a gateway payload is an
+    // object, and the envelope reader accepts nothing else.
+    if !frame
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return None;
+    }
     let env: Oracle<'_> = serde_json::from_str(frame).ok()?;
     let op = u8::try_from(env.op).ok()?;
     Some((
