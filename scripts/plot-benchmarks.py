@@ -35,20 +35,22 @@ def startup(results, out):
 
 
 def memory(results, out):
-    idle = results["memory"]["idle"]
-    shards = [row["shards"] for row in idle]
-    per_shard = [row["kib_per_shard"] for row in idle]
-    base = idle[0]["rss_kib"]
-    marginal = [(row["rss_kib"] - base) / max(1, row["shards"] - 1) for row in idle[1:]]
+    rows = results["memory"]["idle"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(shards, per_shard, marker="o", label="RSS / shards")
-    ax.plot(shards[1:], marginal, marker="s", label="(RSS − RSS of 1 shard) / (shards − 1)")
+    for compression in sorted({row["compression"] for row in rows}):
+        idle = [row for row in rows if row["compression"] == compression]
+        shards = [row["shards"] for row in idle]
+        per_shard = [row["kib_per_shard"] for row in idle]
+        base = idle[0]["rss_kib"]
+        marginal = [(row["rss_kib"] - base) / max(1, row["shards"] - 1) for row in idle[1:]]
+        ax.plot(shards, per_shard, marker="o", label=f"{compression}: RSS / shards")
+        ax.plot(shards[1:], marginal, marker="s", label=f"{compression}: (RSS − RSS of 1) / (shards − 1)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("idle shards")
     ax.set_ylabel("KiB per shard")
     ax.set_title("Memory per idle shard")
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(out / "bench-memory.png", dpi=110)
