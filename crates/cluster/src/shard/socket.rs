@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures_channel::mpsc;
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use shardkeeper_session::Input;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -30,7 +30,9 @@ const READ_BUFFER: usize = 4 * 1024;
 /// A frame for the writer task, with the report an IDENTIFY owes the coordinator.
 type Outgoing = (Message, Option<PermitReport>);
 
-/// The open connection: writer channel and task, reader task.
+/// The open connection: writer channel and task, reader task. The channel allocates per
+/// frame rather than up front: a thousand idle connections send a heartbeat now and then,
+/// and a preallocated block of slots each would cost more than their frames.
 pub(super) struct Link {
     writer: mpsc::UnboundedSender<Outgoing>,
     task: JoinHandle<()>,
@@ -40,7 +42,7 @@ pub(super) struct Link {
 impl Link {
     /// Queues a frame for the writer task; `report` is told once the frame is written.
     pub(super) fn send(&self, message: Message, report: Option<PermitReport>) {
-        let _ = self.writer.send((message, report));
+        let _ = self.writer.unbounded_send((message, report));
     }
 }
 
@@ -208,9 +210,9 @@ fn socket_config() -> WebSocketConfig {
 fn spawn_writer(
     mut sink: SplitSink<Ws, Message>,
 ) -> (mpsc::UnboundedSender<Outgoing>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (tx, mut rx) = mpsc::unbounded::<Outgoing>();
     let task = actix::spawn(async move {
-        while let Some((message, report)) = rx.recv().await {
+        while let Some((message, report)) = rx.next().await {
             let closing = matches!(message, Message::Close(_));
             let sent = sink.send(message).await;
             if let Some(report) = report {
