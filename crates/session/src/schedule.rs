@@ -265,11 +265,9 @@ impl IdentifySchedule {
     /// counts from then, not from the grant. Returns whether the grant was outstanding.
     pub fn written(&mut self, shard: u32, at: Instant) -> bool {
         let period = self.config.period();
-        let bucket = self.bucket_mut(shard);
-        if bucket.unwritten.is_none_or(|(s, _)| s != shard) {
+        let Some(bucket) = self.settle_grant(shard) else {
             return false;
-        }
-        bucket.unwritten = None;
+        };
         if bucket.last_grant.is_none_or(|last| at > last) {
             bucket.last_grant = Some(at);
         }
@@ -282,12 +280,18 @@ impl IdentifySchedule {
     /// stops waiting for the write and keeps the window of the grant. Returns whether
     /// the grant was outstanding.
     pub fn unused(&mut self, shard: u32) -> bool {
+        self.settle_grant(shard).is_some()
+    }
+
+    /// Ends the bucket's wait for the write of `shard`'s IDENTIFY; `None` if the bucket
+    /// was not waiting for that shard.
+    fn settle_grant(&mut self, shard: u32) -> Option<&mut Bucket> {
         let bucket = self.bucket_mut(shard);
         if bucket.unwritten.is_none_or(|(s, _)| s != shard) {
-            return false;
+            return None;
         }
         bucket.unwritten = None;
-        true
+        Some(bucket)
     }
 
     /// How long a bucket waits to hear that a granted IDENTIFY was written before it

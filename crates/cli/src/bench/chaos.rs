@@ -133,7 +133,7 @@ pub(crate) fn soak(soak: &Soak) -> anyhow::Result<Value> {
     let warm_rss = rss.first().copied().unwrap_or(0);
     let end_rss = rss.last().copied().unwrap_or(0);
     let peak_rss = rss.iter().copied().max().unwrap_or(0);
-    let failed = verdict(&stats, lost, panics, &rss);
+    let failed = verdict(&stats, lost, panics, (warm_rss, end_rss));
     println!(
         "| chaos | {n} shards, {:.0} s, {} faults/min/shard | {faults} faults, {} resumes, {} identifies | {} violations, {lost} lost, {duplicates} duplicates | RSS {:.1} → {:.1} MiB (peak {:.1}), {panics} panics | {} |",
         soak.duration.as_secs_f64(),
@@ -165,9 +165,7 @@ pub(crate) fn soak(soak: &Soak) -> anyhow::Result<Value> {
 }
 
 /// What the soak got wrong, if anything.
-fn verdict(stats: &Stats, lost: u64, panics: usize, rss: &[u64]) -> Vec<String> {
-    let warm = rss.first().copied().unwrap_or(0);
-    let end = rss.last().copied().unwrap_or(0);
+fn verdict(stats: &Stats, lost: u64, panics: usize, (warm, end): (u64, u64)) -> Vec<String> {
     let mut failed = Vec::new();
     if !stats.violations.is_empty() {
         failed.push(format!("{} simulator violations", stats.violations.len()));

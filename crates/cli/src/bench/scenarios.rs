@@ -211,17 +211,19 @@ fn memory_row(label: &str, n: u32, rss: u64, compression: Compression) -> Value 
 pub(crate) fn memory(idle_counts: &[u32], loaded: u32, seconds: u64) -> anyhow::Result<Value> {
     let mut idle = Vec::new();
     for compression in [Compression::None, Compression::ZlibStream] {
-        let mut first: Option<(u32, u64)> = None;
+        let mut measured = Vec::new();
         for &n in idle_counts {
             let rss = settled_rss(n, compression, 0.0, Duration::from_secs(2))?;
             idle.push(memory_row("idle", n, rss, compression));
-            let (n0, rss0) = *first.get_or_insert((n, rss));
-            if n > n0 && n == idle_counts.iter().copied().max().unwrap_or(n) {
-                let marginal = rss.saturating_sub(rss0) as f64 / f64::from(n - n0);
-                println!(
-                    "| memory (idle) | {compression}: {n0} → {n} shards | {marginal:.1} KiB per added shard | | |"
-                );
-            }
+            measured.push((n, rss));
+        }
+        if let (Some(&(n0, rss0)), Some(&(n, rss))) = (measured.first(), measured.last())
+            && n > n0
+        {
+            let marginal = rss.saturating_sub(rss0) as f64 / f64::from(n - n0);
+            println!(
+                "| memory (idle) | {compression}: {n0} → {n} shards | {marginal:.1} KiB per added shard | | |"
+            );
         }
     }
     let mut busy = Vec::new();
