@@ -129,6 +129,7 @@ enum Inner {
     Plain,
     Zlib {
         ctx: Decompress,
+        header_read: bool,
         pending: Vec<u8>,
     },
     Zstd {
@@ -164,7 +165,8 @@ impl Decoder {
         let inner = match compression {
             Compression::None => Inner::Plain,
             Compression::ZlibStream => Inner::Zlib {
-                ctx: Decompress::new(true),
+                ctx: Decompress::new(false),
+                header_read: false,
                 pending: Vec::new(),
             },
             Compression::ZstdStream => match ZstdDecoder::new() {
@@ -210,9 +212,13 @@ fn decode<'a>(
             }
             Ok(Some(message))
         }
-        Inner::Zlib { ctx, pending } => {
+        Inner::Zlib {
+            ctx,
+            header_read,
+            pending,
+        } => {
             if pending.is_empty() && message.ends_with(&ZLIB_SUFFIX) {
-                inflate(ctx, message, out, limit)?;
+                inflate(ctx, strip_header(header_read, message)?, out, limit)?;
                 return Ok(Some(out));
             }
             if pending.len() + message.len() > limit {
@@ -225,7 +231,7 @@ fn decode<'a>(
             }
             // Split messages are rare: the buffer is released, not kept per connection.
             let whole = std::mem::take(pending);
-            inflate(ctx, &whole, out, limit)?;
+            inflate(ctx, strip_header(header_read, &whole)?, out, limit)?;
             Ok(Some(out))
         }
         Inner::Zstd { ctx } => {
@@ -233,6 +239,33 @@ fn decode<'a>(
             Ok(Some(out))
         }
         Inner::Unavailable(detail) => Err(corrupt_zstd(detail)),
+    }
+}
+
+/// Checks and removes the two-byte zlib header that opens a zlib-stream connection,
+/// if it is still due (`header_read`). The stream is inflated as raw deflate after it:
+/// Discord never ends the stream, so the Adler-32 trailer that would check it never
+/// arrives, and computing the checksum over every byte of output would cost for nothing.
+fn strip_header<'a>(header_read: &mut bool, message: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    if *header_read {
+        return Ok(message);
+    }
+    // Every message handed here ends with the 4-byte suffix, so the header is whole.
+    match *message {
+        // Deflate with a window of at most 32 KiB, the check bits, no preset dictionary.
+        [cmf, flags, ..]
+            if cmf & 0x0f == 8
+                && cmf >> 4 <= 7
+                && (u16::from(cmf) << 8 | u16::from(flags)) % 31 == 0
+                && flags & 0x20 == 0 =>
+        {
+            *header_read = true;
+            Ok(&message[2..])
+        }
+        _ => Err(DecodeError::Corrupt {
+            kind: "zlib-stream",
+            detail: "invalid zlib header".into(),
+        }),
     }
 }
 

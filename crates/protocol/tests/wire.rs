@@ -204,6 +204,38 @@ fn zlib_stream_corruption_is_an_error() {
 }
 
 #[test]
+fn zlib_stream_header_is_checked() {
+    let messages = zlib_messages();
+    assert_eq!(
+        &messages[0][..2],
+        [0x78, 0x9c],
+        "the sample opens with a zlib header"
+    );
+    for header in [[0x79, 0x9c], [0x78, 0x9d], [0x78, 0xbb], [0x88, 0x98]] {
+        let mut first = messages[0].clone();
+        first[..2].copy_from_slice(&header);
+        let mut decoder = Decoder::new(Compression::ZlibStream);
+        assert!(
+            matches!(decoder.push(&first), Err(DecodeError::Corrupt { .. })),
+            "header {header:02x?}"
+        );
+    }
+    let mut decoder = Decoder::new(Compression::ZlibStream);
+    assert!(
+        decoder.push(&messages[0][..2]).expect("buffers").is_none(),
+        "a lone header waits for the rest of its message"
+    );
+    let rest = decoder
+        .push(&messages[0][2..])
+        .expect("decodes")
+        .map(<[u8]>::to_vec);
+    assert_eq!(
+        rest.map(String::from_utf8),
+        Some(Ok(expected_documents()[0].clone()))
+    );
+}
+
+#[test]
 fn zlib_stream_limits_document_size() {
     let messages = zlib_messages();
     let mut decoder = Decoder::with_limit(Compression::ZlibStream, 100);
