@@ -54,7 +54,8 @@ pub(crate) struct StandDown;
 
 /// Restarts crashed shard actors with their session, on the same thread.
 pub(crate) struct Supervisor {
-    params: HashMap<u32, (ShardParams, ArbiterHandle)>,
+    /// Shared with the shard actor: one copy per shard, however often it restarts.
+    params: HashMap<u32, (Arc<ShardParams>, ArbiterHandle)>,
     /// Stored sessions for the first start of each shard.
     initial: HashMap<u32, ResumeInfo>,
     registry: Arc<Registry>,
@@ -123,7 +124,7 @@ impl Handler<StandDown> for Supervisor {
     }
 }
 
-fn spawn_shard(params: ShardParams, arbiter: &ArbiterHandle, resume: Option<ResumeInfo>) {
+fn spawn_shard(params: Arc<ShardParams>, arbiter: &ArbiterHandle, resume: Option<ResumeInfo>) {
     Shard::start_in_arbiter(arbiter, move |_| {
         let seed = rand::random::<u64>();
         let session = ShardSession::new(params.session.clone(), resume, seed);
@@ -239,7 +240,10 @@ impl ClusterBuilder {
                         metrics: Arc::clone(&metrics),
                         supervisor: recipient.clone(),
                     };
-                    (id, (shard, arbiters[index % arbiters.len()].handle()))
+                    (
+                        id,
+                        (Arc::new(shard), arbiters[index % arbiters.len()].handle()),
+                    )
                 })
                 .collect();
             Supervisor {
@@ -250,7 +254,13 @@ impl ClusterBuilder {
             }
         });
         let health = health_cell();
-        let persister = Persister::spawn(store, sinks, config.flush_interval, Arc::clone(&health));
+        let persister = Persister::spawn(
+            store,
+            sinks,
+            config.flush_interval,
+            Arc::clone(&health),
+            Arc::clone(&registry),
+        );
         Ok(ClusterHandle::new(Parts {
             registry,
             identify: status,

@@ -50,6 +50,7 @@ mod event;
 mod handle;
 mod members;
 mod metrics;
+mod net;
 mod persist;
 mod registry;
 mod rest;
@@ -57,6 +58,7 @@ mod shard;
 mod sink;
 mod store;
 mod tls;
+mod trim;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use config::{Auto, ClusterConfig, DISCORD_API_BASE, QuarantinePolicy, ShardIds};

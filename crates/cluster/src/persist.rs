@@ -1,13 +1,16 @@
 //! The flush thread: every interval, make the sinks write out what they were handed,
-//! then write the buffered sessions. Runs off the shard threads because flushing blocks.
+//! then write the buffered sessions. Runs off the shard threads because flushing blocks;
+//! for the same reason it also returns free heap pages once a connect storm is over.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::registry::Registry;
 use crate::sink::Sinks;
 use crate::store::SessionStore;
+use crate::trim::{self, AfterStorm};
 
 /// Whether sessions reach the disk. `Degraded` keeps the cluster running on in-memory
 /// state; resumes after a restart are lost until the store works again.
@@ -49,6 +52,7 @@ impl Persister {
         sinks: Sinks,
         interval: Duration,
         health: HealthCell,
+        registry: Arc<Registry>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -61,9 +65,14 @@ impl Persister {
             std::thread::Builder::new()
                 .name("shardkeeper-flush".into())
                 .spawn(move || {
+                    let mut after_storm = AfterStorm::default();
                     while !stop.load(Ordering::Acquire) {
                         std::thread::park_timeout(interval);
                         flush_once(store.as_ref(), &sinks, &health);
+                        if after_storm.observe(registry.settled(), Instant::now()) {
+                            let released = trim::release_free_memory();
+                            tracing::debug!(released, "shards settled; returned free heap pages");
+                        }
                     }
                 })
                 .map_err(|err| tracing::error!(%err, "cannot start the store flush thread; flushing only at shutdown"))

@@ -176,6 +176,22 @@ impl Registry {
         self.entries.keys().copied()
     }
 
+    /// No shard is on its way up: each is Ready or parked (stopped, quarantined, failed).
+    pub(crate) fn settled(&self) -> bool {
+        self.entries.values().all(|m| {
+            matches!(
+                m.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .snapshot
+                    .state,
+                ShardState::Ready
+                    | ShardState::Stopped
+                    | ShardState::Quarantined
+                    | ShardState::Failed
+            )
+        })
+    }
+
     pub(crate) fn snapshots(&self) -> Vec<ShardSnapshot> {
         self.entries
             .values()

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use shardkeeper_protocol::Token;
 use shardkeeper_protocol::payload::GatewayBot;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::net::Endpoint;
 
 /// Largest response accepted.
 const MAX_RESPONSE: usize = 1 << 20;
@@ -47,7 +48,9 @@ enum Failure {
 /// Client for Discord's REST API, as far as a shard manager needs it.
 #[derive(Clone)]
 pub struct RestClient {
-    base: Base,
+    base: Endpoint,
+    /// `api_base` without a trailing slash, for messages.
+    display: String,
     token: Token,
     tls: Arc<rustls::ClientConfig>,
     attempts: u32,
@@ -57,49 +60,8 @@ pub struct RestClient {
 impl std::fmt::Debug for RestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RestClient")
-            .field("api_base", &self.base.display)
+            .field("api_base", &self.display)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Base {
-    secure: bool,
-    host: String,
-    port: u16,
-    path: String,
-    display: String,
-}
-
-impl Base {
-    fn parse(url: &str) -> Option<Self> {
-        let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else {
-            (false, url.strip_prefix("http://")?)
-        };
-        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']')?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            Some(port) => port.parse().ok()?,
-            None if secure => 443,
-            None => 80,
-        };
-        (!host.is_empty()).then(|| Self {
-            secure,
-            host: host.to_owned(),
-            port,
-            path: format!("/{}", path.trim_end_matches('/')),
-            display: url.trim_end_matches('/').to_owned(),
-        })
     }
 }
 
@@ -110,10 +72,16 @@ impl RestClient {
         token: Token,
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<Self, RestError> {
-        let base =
-            Base::parse(api_base).ok_or_else(|| RestError::InvalidBase(api_base.to_owned()))?;
+        let base = Endpoint::parse(api_base)
+            .filter(|_| {
+                api_base
+                    .get(..4)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("http"))
+            })
+            .ok_or_else(|| RestError::InvalidBase(api_base.to_owned()))?;
         Ok(Self {
             base,
+            display: api_base.trim_end_matches('/').to_owned(),
             token,
             tls,
             attempts: 6,
@@ -132,7 +100,7 @@ impl RestClient {
     /// `GET /gateway/bot`, retrying 429 (after `retry_after`), 5xx and network errors
     /// with exponential backoff.
     pub async fn gateway_bot(&self) -> Result<GatewayBot, RestError> {
-        let url = format!("{}/gateway/bot", self.base.display);
+        let url = format!("{}/gateway/bot", self.display);
         let mut last = String::new();
         for attempt in 0..self.attempts {
             let fetched = self.get_once("/gateway/bot").await.and_then(|body| {
@@ -163,8 +131,8 @@ impl RestClient {
     async fn get_once(&self, path: &str) -> Result<Vec<u8>, Failure> {
         let request = format!(
             "GET {}{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bot {}\r\nUser-Agent: DiscordBot (https://github.com/shardkeeper/shardkeeper, {})\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
-            self.base.path.trim_end_matches('/'),
-            self.base.host,
+            self.base.target.trim_end_matches('/'),
+            self.base.host_header(),
             self.token.expose(),
             env!("CARGO_PKG_VERSION"),
         );
@@ -177,7 +145,7 @@ impl RestClient {
         match parsed.status {
             200..=299 => Ok(parsed.body),
             401 | 403 => Err(Failure::Fatal(RestError::Unauthorized(
-                self.base.display.clone(),
+                self.display.clone(),
             ))),
             429 => Err(Failure::Retry(
                 parsed.retry_after(),
@@ -188,17 +156,7 @@ impl RestClient {
     }
 
     async fn exchange(&self, request: &[u8]) -> std::io::Result<Vec<u8>> {
-        let tcp = TcpStream::connect((self.base.host.as_str(), self.base.port)).await?;
-        if self.base.secure {
-            let name = rustls::pki_types::ServerName::try_from(self.base.host.clone())
-                .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
-                .connect(name, tcp)
-                .await?;
-            roundtrip(stream, request).await
-        } else {
-            roundtrip(tcp, request).await
-        }
+        roundtrip(self.base.connect(&self.tls).await?, request).await
     }
 }
 
@@ -298,28 +256,7 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Base, parse_response};
-
-    #[test]
-    fn api_base_parsing() {
-        let base = Base::parse("https://discord.com/api/v10").expect("valid");
-        assert_eq!(
-            (
-                base.secure,
-                base.host.as_str(),
-                base.port,
-                base.path.as_str()
-            ),
-            (true, "discord.com", 443, "/api/v10")
-        );
-        let local = Base::parse("http://127.0.0.1:8080/api/v10/").expect("valid");
-        assert_eq!((local.port, local.path.as_str()), (8080, "/api/v10"));
-        let v6 = Base::parse("http://[::1]:9/x").expect("valid");
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 9));
-        assert!(Base::parse("ftp://x").is_none());
-        assert!(Base::parse("http://:80/").is_none());
-        assert!(Base::parse("http://h:notaport/").is_none());
-    }
+    use super::parse_response;
 
     #[test]
     fn chunked_and_sized_bodies() {

@@ -27,6 +27,7 @@ use self::socket::Link;
 
 mod delivery;
 mod socket;
+mod upgrade;
 
 /// How long a closing connection may take to send its close frame at shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -66,7 +67,7 @@ pub(crate) struct Crash;
 
 /// One shard.
 pub(crate) struct Shard {
-    params: ShardParams,
+    params: Arc<ShardParams>,
     session: ShardSession,
     /// Number of the current connection; inputs of older ones are dropped.
     epoch: u64,
@@ -95,7 +96,7 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(params: ShardParams, session: ShardSession) -> Self {
+    pub(crate) fn new(params: Arc<ShardParams>, session: ShardSession) -> Self {
         Self {
             params,
             session,
@@ -180,8 +181,7 @@ impl Shard {
                 }
                 self.count_event(&event.t);
                 let all = self.params.sinks.all();
-                self.backlog.push_back(Deferred::Emit(event, all));
-                self.drain_backlog();
+                self.in_order(Deferred::Emit(event, all));
             }
             // With nothing backlogged every event so far is with the sinks, so the newest
             // position can wait for the end of the batch: one store write per batch.
@@ -190,8 +190,7 @@ impl Shard {
             Action::Forget => {
                 self.members.interrupt();
                 self.persist = None;
-                self.backlog.push_back(Deferred::Forget);
-                self.drain_backlog();
+                self.in_order(Deferred::Forget);
             }
             Action::Changed(state) => tracing::debug!(shard = id, %state, "shard state changed"),
             Action::Notice(notice) => self.on_notice(notice),

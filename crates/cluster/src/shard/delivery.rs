@@ -34,24 +34,45 @@ pub(super) fn wait_for_sinks() -> ResponseActFuture<Shard, ()> {
 }
 
 impl Shard {
+    /// Does `work` now if nothing waits before it, else queues it behind the backlog.
+    /// The common case — every sink takes the event at once — allocates nothing.
+    pub(super) fn in_order(&mut self, work: Deferred) {
+        if self.backlog.is_empty() {
+            if let Some(rest) = self.run(work) {
+                self.backlog.push_back(rest);
+            }
+        } else {
+            self.backlog.push_back(work);
+        }
+    }
+
     /// Delivers what the sinks accept now, in order; persists once its events are in.
     pub(super) fn drain_backlog(&mut self) {
-        while let Some(front) = self.backlog.front_mut() {
-            match front {
-                Deferred::Emit(event, pending) => {
-                    *pending = self.params.sinks.deliver(event, *pending);
-                    if *pending != 0 {
-                        return;
-                    }
-                }
-                Deferred::Persist(info) => {
-                    self.params
-                        .store
-                        .save_session(self.params.id, self.params.total, info);
-                }
-                Deferred::Forget => self.params.store.forget_session(self.params.id),
+        while let Some(front) = self.backlog.pop_front() {
+            if let Some(rest) = self.run(front) {
+                self.backlog.push_front(rest);
+                return;
             }
-            self.backlog.pop_front();
+        }
+    }
+
+    /// Does `work`; returns what is left of it: an event some full sink has not taken.
+    fn run(&mut self, work: Deferred) -> Option<Deferred> {
+        match work {
+            Deferred::Emit(event, pending) => {
+                let pending = self.params.sinks.deliver(&event, pending);
+                (pending != 0).then_some(Deferred::Emit(event, pending))
+            }
+            Deferred::Persist(info) => {
+                self.params
+                    .store
+                    .save_session(self.params.id, self.params.total, &info);
+                None
+            }
+            Deferred::Forget => {
+                self.params.store.forget_session(self.params.id);
+                None
+            }
         }
     }
 }

@@ -8,24 +8,22 @@ use futures_channel::mpsc;
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use shardkeeper_session::Input;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::delivery::wait_for_sinks;
+use super::upgrade::{self, Ws};
 use super::{Inbound, Shard};
 use crate::clock;
 use crate::coordinator::PermitReport;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// Most frames handed to the actor in one message.
 const READ_BATCH: usize = 64;
 
-/// Initial read buffer of a gateway connection.
-const READ_BUFFER: usize = 4 * 1024;
+/// Initial read buffer of a gateway connection, and the most tungstenite takes per read
+/// (from memory: socket reads go through [`upgrade::OnDemand`]).
+const READ_BUFFER: usize = 512;
 
 /// A frame for the writer task, with the report an IDENTIFY owes the coordinator.
 type Outgoing = (Message, Option<PermitReport>);
@@ -50,18 +48,9 @@ impl Shard {
     pub(super) fn connect(&mut self, ctx: &mut Context<Self>, url: String, resuming: bool) {
         self.drop_link(ctx);
         let epoch = self.epoch;
-        let connector = Connector::Rustls(Arc::clone(&self.params.tls));
+        let tls = Arc::clone(&self.params.tls);
         tracing::debug!(shard = self.id(), %url, resuming, "connecting");
-        let attempt = async move {
-            tokio_tungstenite::connect_async_tls_with_config(
-                url,
-                Some(socket_config()),
-                true,
-                Some(connector),
-            )
-            .await
-            .map(|(ws, _)| ws)
-        };
+        let attempt = async move { upgrade::connect(&url, &tls, socket_config()).await };
         let handle = ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
             if act.epoch != epoch {
                 return;
@@ -153,8 +142,12 @@ impl Shard {
         self.epoch += 1;
     }
 
-    fn on_inbound(&mut self, ctx: &mut Context<Self>, item: Option<Result<Message, WsError>>) {
-        let now = clock::now();
+    fn on_inbound(
+        &mut self,
+        ctx: &mut Context<Self>,
+        now: std::time::Instant,
+        item: Option<Result<Message, WsError>>,
+    ) {
         match item {
             Some(Ok(Message::Text(text))) => {
                 self.session.handle(now, Input::Frame(text.as_bytes()));
@@ -184,10 +177,12 @@ impl Handler<Inbound> for Shard {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) -> Self::Result {
+        // The frames of a batch were read together: one clock reading serves them all.
+        let now = clock::now();
         for item in inbound.items {
             // A frame can end the connection; the rest of the batch is then stale.
             if inbound.epoch == self.epoch {
-                self.on_inbound(ctx, item);
+                self.on_inbound(ctx, now, item);
             }
         }
         self.settle(ctx);
