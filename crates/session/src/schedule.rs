@@ -104,6 +104,16 @@ struct Bucket {
     queue: BTreeSet<(u64, u32)>,
 }
 
+impl Bucket {
+    /// An emptied `BTreeSet` keeps its node; with a bucket per shard (large
+    /// `max_concurrency`) that is a node per idle shard, so an empty queue lets it go.
+    fn release_empty_queue(&mut self) {
+        if self.queue.is_empty() {
+            self.queue = BTreeSet::new();
+        }
+    }
+}
+
 /// Serialises IDENTIFYs: one per bucket per window, FIFO per bucket with lower shard ids
 /// first at start-up, and never more than the session-start budget allows.
 #[derive(Debug)]
@@ -233,6 +243,7 @@ impl IdentifySchedule {
         let bucket = self.bucket_mut(shard);
         let before = bucket.queue.len();
         bucket.queue.retain(|&(_, s)| s != shard);
+        bucket.release_empty_queue();
         bucket.queue.len() != before
     }
 
@@ -254,6 +265,7 @@ impl IdentifySchedule {
                 && b.limiter.check().is_ok()
         })?;
         let (_, shard) = bucket.queue.pop_first()?;
+        bucket.release_empty_queue();
         bucket.last_grant = Some(now);
         bucket.hold_until = None;
         bucket.unwritten = Some((shard, now));

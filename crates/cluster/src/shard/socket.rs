@@ -1,11 +1,12 @@
-//! The shard's WebSocket: connecting, the reader task that hands frames to the actor in
-//! batches, the writer task, and closing.
+//! The shard's WebSocket: connecting, the connection task that hands frames to the actor
+//! in batches and writes what the actor queues, and closing.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use futures_channel::mpsc;
-use futures_util::stream::SplitSink;
+use futures_util::future::{self, Either};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use shardkeeper_session::Input;
 use tokio::task::JoinHandle;
@@ -28,13 +29,12 @@ const READ_BUFFER: usize = 512;
 /// A frame for the writer task, with the report an IDENTIFY owes the coordinator.
 type Outgoing = (Message, Option<PermitReport>);
 
-/// The open connection: writer channel and task, reader task. The channel allocates per
-/// frame rather than up front: a thousand idle connections send a heartbeat now and then,
-/// and a preallocated block of slots each would cost more than their frames.
+/// The open connection: the writer channel and the connection's task. The channel
+/// allocates per frame rather than up front: a thousand idle connections send a heartbeat
+/// now and then, and a preallocated block of slots each would cost more than their frames.
 pub(super) struct Link {
     writer: mpsc::UnboundedSender<Outgoing>,
     task: JoinHandle<()>,
-    reader: JoinHandle<()>,
 }
 
 impl Link {
@@ -73,44 +73,27 @@ impl Shard {
     }
 
     fn attach(&mut self, ctx: &mut Context<Self>, ws: Ws) {
-        let epoch = self.epoch;
-        let (sink, mut stream) = ws.split();
-        let addr = ctx.address();
-        // Frames go to the actor in batches of what is already buffered, and each batch
-        // waits for its handler: while a sink is full the handler does not finish, this
-        // task stops reading, and TCP slows the gateway down. Timers keep running in the
-        // actor, so heartbeats go on.
-        let reader = actix::spawn(async move {
-            while let Some(first) = stream.next().await {
-                let mut items = vec![Some(first)];
-                while items.len() < READ_BATCH {
-                    match stream.next().now_or_never() {
-                        Some(Some(item)) => items.push(Some(item)),
-                        Some(None) => items.push(None),
-                        None => break,
-                    }
-                    if items.last().is_some_and(Option::is_none) {
-                        break;
-                    }
+        let (sink, stream) = ws.split();
+        let (writer, rx) = mpsc::unbounded::<Outgoing>();
+        let reading = read_frames(stream, ctx.address(), self.epoch);
+        // One task per connection, reading and writing side by side (a task costs a
+        // 512-byte cell; a thousand idle shards notice).
+        let task = actix::spawn(async move {
+            let writing = write_frames(sink, rx);
+            futures_util::pin_mut!(reading, writing);
+            match future::select(reading, writing).await {
+                // The connection ended; what is queued can still go out until the actor
+                // drops the link.
+                Either::Left(((), writing)) => {
+                    writing.await;
                 }
-                let ended = items.last().is_some_and(Option::is_none);
-                if addr.send(Inbound { epoch, items }).await.is_err() || ended {
-                    return;
-                }
+                // The writer failed: reading goes on until the connection reports why.
+                Either::Right((false, reading)) => reading.await,
+                // The close frame is written: nothing more to read.
+                Either::Right((true, _)) => {}
             }
-            let _ = addr
-                .send(Inbound {
-                    epoch,
-                    items: vec![None],
-                })
-                .await;
         });
-        let (writer, task) = spawn_writer(sink);
-        self.link = Some(Link {
-            writer,
-            task,
-            reader,
-        });
+        self.link = Some(Link { writer, task });
     }
 
     /// Ends the current connection: with a close frame if `code` is given, else by
@@ -124,7 +107,8 @@ impl Shard {
                 };
                 link.send(Message::Close(Some(frame)), None);
             }
-            link.reader.abort();
+            // Frames still read until the close frame is out carry an old epoch and are
+            // dropped by the handler.
             self.closing.retain(|task| !task.is_finished());
             self.closing.push(link.task);
         }
@@ -136,7 +120,6 @@ impl Shard {
             ctx.cancel_future(handle);
         }
         if let Some(link) = self.link.take() {
-            link.reader.abort();
             link.task.abort();
         }
         self.epoch += 1;
@@ -202,21 +185,53 @@ fn socket_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-fn spawn_writer(
-    mut sink: SplitSink<Ws, Message>,
-) -> (mpsc::UnboundedSender<Outgoing>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded::<Outgoing>();
-    let task = actix::spawn(async move {
-        while let Some((message, report)) = rx.next().await {
-            let closing = matches!(message, Message::Close(_));
-            let sent = sink.send(message).await;
-            if let Some(report) = report {
-                report.written();
+/// Hands frames to the actor in batches of what is already buffered, each batch waiting
+/// for its handler: while a sink is full the handler does not finish, reading stops, and
+/// TCP slows the gateway down. Timers keep running in the actor, so heartbeats go on.
+async fn read_frames(mut stream: SplitStream<Ws>, addr: Addr<Shard>, epoch: u64) {
+    while let Some(first) = stream.next().await {
+        let mut items = vec![Some(first)];
+        while items.len() < READ_BATCH {
+            match stream.next().now_or_never() {
+                Some(Some(item)) => items.push(Some(item)),
+                Some(None) => items.push(None),
+                None => break,
             }
-            if sent.is_err() || closing {
+            if items.last().is_some_and(Option::is_none) {
                 break;
             }
         }
-    });
-    (tx, task)
+        let ended = items.last().is_some_and(Option::is_none);
+        if addr.send(Inbound { epoch, items }).await.is_err() || ended {
+            return;
+        }
+    }
+    let _ = addr
+        .send(Inbound {
+            epoch,
+            items: vec![None],
+        })
+        .await;
+}
+
+/// Writes queued frames in order until the channel closes; true once a close frame is
+/// written, false if writing failed.
+async fn write_frames(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) -> bool {
+    while let Some((message, report)) = rx.next().await {
+        let closing = matches!(message, Message::Close(_));
+        let sent = sink.send(message).await;
+        if let Some(report) = report {
+            report.written();
+        }
+        if sent.is_err() {
+            return false;
+        }
+        if closing {
+            return true;
+        }
+    }
+    true
 }
