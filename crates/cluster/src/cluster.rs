@@ -29,7 +29,8 @@ use crate::{clock, tls};
 pub(crate) struct ShardParams {
     pub(crate) id: u32,
     pub(crate) total: u32,
-    pub(crate) session: SessionConfig,
+    /// Shared by every shard; the shard's own id is set when its session is built.
+    pub(crate) session: Arc<SessionConfig>,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) coordinator: Addr<IdentifyCoordinator>,
     pub(crate) sinks: Sinks,
@@ -127,7 +128,8 @@ impl Handler<StandDown> for Supervisor {
 fn spawn_shard(params: Arc<ShardParams>, arbiter: &ArbiterHandle, resume: Option<ResumeInfo>) {
     Shard::start_in_arbiter(arbiter, move |_| {
         let seed = rand::random::<u64>();
-        let session = ShardSession::new(params.session.clone(), resume, seed);
+        let config = shard_session(&params.session, params.id, params.total);
+        let session = ShardSession::new(config, resume, seed);
         Shard::new(params, session)
     });
 }
@@ -220,6 +222,7 @@ impl ClusterBuilder {
         let registry = Arc::new(Registry::new(plan.ids.iter().copied()));
         let arbiters: Vec<Arbiter> = (0..plan.threads).map(|_| Arbiter::new()).collect();
         let metrics = Arc::new(Metrics::new());
+        let session = Arc::new(session_config(&config, plan.total, &bot.url));
         let supervisor = Supervisor::create(|ctx| {
             let recipient = ctx.address().recipient();
             let params = plan
@@ -230,7 +233,7 @@ impl ClusterBuilder {
                     let shard = ShardParams {
                         id,
                         total: plan.total,
-                        session: session_config(&config, id, plan.total, &bot.url),
+                        session: Arc::clone(&session),
                         tls: Arc::clone(&tls),
                         coordinator: coordinator.clone(),
                         sinks: sinks.clone(),
@@ -353,16 +356,28 @@ fn restore_schedule(
     Ok(schedule)
 }
 
-fn session_config(config: &ClusterConfig, id: u32, total: u32, gateway_url: &str) -> SessionConfig {
-    // invariant: `start` checked every id against `total`
-    let shard = ShardId::new(id, total).unwrap_or_else(|| unreachable!("shard {id} of {total}"));
-    let mut session = SessionConfig::new(shard, config.token.clone(), gateway_url);
+/// The session configuration every shard starts from; [`shard_session`] sets the shard.
+fn session_config(config: &ClusterConfig, total: u32, gateway_url: &str) -> SessionConfig {
+    let mut session = SessionConfig::new(shard_id(0, total), config.token.clone(), gateway_url);
     session.compression = config.compression;
     session.intents = config.intents;
     session.large_threshold = Some(config.large_threshold);
     session.presence.clone_from(&config.presence);
     session.timing = config.timing.clone();
     session
+}
+
+/// The cluster's session configuration for shard `id` of `total`.
+fn shard_session(template: &SessionConfig, id: u32, total: u32) -> SessionConfig {
+    SessionConfig {
+        shard: shard_id(id, total),
+        ..template.clone()
+    }
+}
+
+fn shard_id(id: u32, total: u32) -> ShardId {
+    // invariant: `start` checked every id against `total`, which is at least 1
+    ShardId::new(id, total).unwrap_or_else(|| unreachable!("shard {id} of {total}"))
 }
 
 /// Stored sessions that can still be resumed: same shard count, fresh enough.

@@ -1,13 +1,15 @@
 //! A secret that never shows up in logs.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A bot or admin token. `Debug` prints `<redacted>`; the only way to read the value is
-/// [`Token::expose`], and equality is checked in constant time for equal lengths.
+/// [`Token::expose`], and equality is checked in constant time for equal lengths. Clones
+/// share one copy (every shard's session holds the bot token).
 #[derive(Clone)]
-pub struct Token(Box<str>);
+pub struct Token(Arc<str>);
 
 impl Token {
     /// Wraps a secret; surrounding whitespace (a trailing newline from a file) is removed.
