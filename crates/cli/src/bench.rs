@@ -65,14 +65,14 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if wants(Scenario::Throughput) {
         results.insert(
             "throughput".into(),
-            scenarios::throughput(if full { 10 } else { 4 })?,
+            scenarios::throughput(if full { 10 } else { 4 }, if full { 3 } else { 1 })?,
         );
     }
     if wants(Scenario::Memory) {
         let value = if full {
-            scenarios::memory(&[1, 100, 250, 500, 1000], 256, 10)?
+            scenarios::memory(&[1, 100, 250, 500, 1000], 3, 256, 10)?
         } else {
-            scenarios::memory(&[1, 50, 200], 64, 4)?
+            scenarios::memory(&[1, 50, 200], 1, 64, 4)?
         };
         results.insert("memory".into(), value);
     }

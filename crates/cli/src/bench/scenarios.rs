@@ -130,43 +130,65 @@ fn lines_since(file: &mut std::fs::File, offset: &mut u64) -> u64 {
     count
 }
 
-/// 16 shards, events as fast as the simulator sends, 512-byte bodies, file sink.
-pub(crate) fn throughput(seconds: u64) -> anyhow::Result<Value> {
+/// The middle value (the upper one of an even count); `values` must not be empty.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Events per second delivered to a file sink, and CPU seconds per million events, of
+/// one cluster over `seconds` at the simulator's full rate.
+fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<(f64, f64)> {
+    let sim = BenchSim::start(SimConfig {
+        shards: 16,
+        max_concurrency: 16,
+        identify_window: Duration::from_millis(100),
+        events_per_sec: 100_000.0,
+        event_body_bytes: 512,
+        ..SimConfig::default()
+    })?;
+    let dir = Scratch::new("throughput")?;
+    let events = dir.join("events.ndjson");
+    let sinks = format!(r#"["file:{}"]"#, events.display());
+    let run = Shardkeeper::spawn(
+        &sim,
+        spec(&dir, Duration::from_millis(100), compression, &sinks),
+    )?;
+    wait_until("every shard ready", Duration::from_secs(60), || {
+        sim.ready() == 16
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let mut file = std::fs::File::open(&events)?;
+    let mut offset = 0;
+    lines_since(&mut file, &mut offset);
+    let (cpu0, t0) = (run.cpu_seconds(), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let delivered = lines_since(&mut file, &mut offset);
+    let (cpu, elapsed) = (run.cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    run.stop("TERM")?;
+    Ok((
+        delivered as f64 / elapsed,
+        cpu / (delivered.max(1) as f64 / 1e6),
+    ))
+}
+
+/// 16 shards at the simulator's full rate per compression, `runs` times each: the
+/// medians, and every run in the JSON (the simulator shares the cores, so runs vary).
+pub(crate) fn throughput(seconds: u64, runs: usize) -> anyhow::Result<Value> {
     let mut results = Vec::new();
     for compression in COMPRESSIONS {
-        let sim = BenchSim::start(SimConfig {
-            shards: 16,
-            max_concurrency: 16,
-            identify_window: Duration::from_millis(100),
-            events_per_sec: 100_000.0,
-            event_body_bytes: 512,
-            ..SimConfig::default()
-        })?;
-        let dir = Scratch::new("throughput")?;
-        let events = dir.join("events.ndjson");
-        let sinks = format!(r#"["file:{}"]"#, events.display());
-        let run = Shardkeeper::spawn(
-            &sim,
-            spec(&dir, Duration::from_millis(100), compression, &sinks),
-        )?;
-        wait_until("every shard ready", Duration::from_secs(60), || {
-            sim.ready() == 16
-        })?;
-        std::thread::sleep(Duration::from_secs(1));
-        let mut file = std::fs::File::open(&events)?;
-        let mut offset = 0;
-        lines_since(&mut file, &mut offset);
-        let (cpu0, t0) = (run.cpu_seconds(), Instant::now());
-        std::thread::sleep(Duration::from_secs(seconds));
-        let delivered = lines_since(&mut file, &mut offset);
-        let (cpu, elapsed) = (run.cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
-        let rate = delivered as f64 / elapsed;
-        let cpu_per_million = cpu / (delivered.max(1) as f64 / 1e6);
-        run.stop("TERM")?;
+        let measured = (0..runs.max(1))
+            .map(|_| throughput_once(compression, seconds))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rates: Vec<f64> = measured.iter().map(|m| m.0).collect();
+        let costs: Vec<f64> = measured.iter().map(|m| m.1).collect();
+        let (rate, cost) = (median(&rates), median(&costs));
         println!(
-            "| throughput | 16 shards, {compression} | {rate:.0} events/s to file | {cpu_per_million:.2} CPU s per million events | |"
+            "| throughput | 16 shards, {compression} | {rate:.0} events/s to file | {cost:.2} CPU s per million events | median of {} |",
+            measured.len()
         );
-        results.push(json!({"compression": compression.name(), "events_per_s": rate, "cpu_s_per_million": cpu_per_million}));
+        results.push(json!({"compression": compression.name(), "events_per_s": rate, "cpu_s_per_million": cost, "runs": measured}));
     }
     Ok(Value::Array(results))
 }
@@ -207,13 +229,22 @@ fn memory_row(label: &str, n: u32, rss: u64, compression: Compression) -> Value 
     json!({"shards": n, "rss_kib": rss, "kib_per_shard": per_shard, "compression": compression.name()})
 }
 
-/// RSS of idle shards at several counts, and of loaded shards per compression.
-pub(crate) fn memory(idle_counts: &[u32], loaded: u32, seconds: u64) -> anyhow::Result<Value> {
+/// RSS of idle shards at several counts (the median of `runs` starts each: where a
+/// thousand connections land in the heap varies), and of loaded shards per compression.
+pub(crate) fn memory(
+    idle_counts: &[u32],
+    runs: usize,
+    loaded: u32,
+    seconds: u64,
+) -> anyhow::Result<Value> {
     let mut idle = Vec::new();
     for compression in [Compression::None, Compression::ZlibStream] {
         let mut measured = Vec::new();
         for &n in idle_counts {
-            let rss = settled_rss(n, compression, 0.0, Duration::from_secs(2))?;
+            let samples = (0..runs.max(1))
+                .map(|_| settled_rss(n, compression, 0.0, Duration::from_secs(2)).map(|r| r as f64))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let rss = median(&samples) as u64;
             idle.push(memory_row("idle", n, rss, compression));
             measured.push((n, rss));
         }
