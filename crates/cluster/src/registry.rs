@@ -208,3 +208,27 @@ impl Registry {
         self.entry(id).map(|e| e.snapshot.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Registry, ShardState};
+
+    #[test]
+    fn settled_once_no_shard_is_on_its_way_up() {
+        let registry = Registry::new([0, 1, 2]);
+        assert!(!registry.settled(), "idle shards have not started");
+        let set = |id: u32, state: ShardState| {
+            if let Some(mut entry) = registry.entry(id) {
+                entry.snapshot.state = state;
+            }
+        };
+        set(0, ShardState::Ready);
+        set(1, ShardState::Quarantined);
+        set(2, ShardState::Resuming);
+        assert!(!registry.settled(), "shard 2 is still resuming");
+        set(2, ShardState::Failed);
+        assert!(registry.settled());
+        set(0, ShardState::Reconnecting);
+        assert!(!registry.settled());
+    }
+}
