@@ -90,12 +90,12 @@ async fn read_response<S: AsyncRead + Unpin>(
 ) -> Result<Vec<u8>, UpgradeError> {
     let mut buffer = Vec::with_capacity(512);
     loop {
-        let mut chunk = [0u8; 512];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
+        if buffer.len() == buffer.capacity() {
+            buffer.reserve(512);
+        }
+        if stream.read_buf(&mut buffer).await? == 0 {
             return Err(UpgradeError::Closed);
         }
-        buffer.extend_from_slice(&chunk[..n]);
         if let Some(head) = check_response(&buffer, key)? {
             return Ok(buffer.split_off(head));
         }
