@@ -128,8 +128,8 @@ impl Handler<StandDown> for Supervisor {
 fn spawn_shard(params: Arc<ShardParams>, arbiter: &ArbiterHandle, resume: Option<ResumeInfo>) {
     Shard::start_in_arbiter(arbiter, move |_| {
         let seed = rand::random::<u64>();
-        let config = shard_session(&params.session, params.id, params.total);
-        let session = ShardSession::new(config, resume, seed);
+        let shard = shard_id(params.id, params.total);
+        let session = ShardSession::new(shard, Arc::clone(&params.session), resume, seed);
         Shard::new(params, session)
     });
 }
@@ -222,7 +222,7 @@ impl ClusterBuilder {
         let registry = Arc::new(Registry::new(plan.ids.iter().copied()));
         let arbiters: Vec<Arbiter> = (0..plan.threads).map(|_| Arbiter::new()).collect();
         let metrics = Arc::new(Metrics::new());
-        let session = Arc::new(session_config(&config, plan.total, &bot.url));
+        let session = Arc::new(session_config(&config, &bot.url));
         let supervisor = Supervisor::create(|ctx| {
             let recipient = ctx.address().recipient();
             let params = plan
@@ -356,23 +356,15 @@ fn restore_schedule(
     Ok(schedule)
 }
 
-/// The session configuration every shard starts from; [`shard_session`] sets the shard.
-fn session_config(config: &ClusterConfig, total: u32, gateway_url: &str) -> SessionConfig {
-    let mut session = SessionConfig::new(shard_id(0, total), config.token.clone(), gateway_url);
+/// The session configuration every shard shares.
+fn session_config(config: &ClusterConfig, gateway_url: &str) -> SessionConfig {
+    let mut session = SessionConfig::new(config.token.clone(), gateway_url);
     session.compression = config.compression;
     session.intents = config.intents;
     session.large_threshold = Some(config.large_threshold);
     session.presence.clone_from(&config.presence);
     session.timing = config.timing.clone();
     session
-}
-
-/// The cluster's session configuration for shard `id` of `total`.
-fn shard_session(template: &SessionConfig, id: u32, total: u32) -> SessionConfig {
-    SessionConfig {
-        shard: shard_id(id, total),
-        ..template.clone()
-    }
 }
 
 fn shard_id(id: u32, total: u32) -> ShardId {

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use shardkeeper_protocol::RawJson;
+use shardkeeper_protocol::{EventName, RawJson};
 use shardkeeper_session::Dispatch;
 
 /// One dispatch received by one shard. `d` is byte-for-byte what Discord sent.
@@ -13,7 +13,7 @@ pub struct Event {
     /// Sequence number on the shard's session.
     pub seq: u64,
     /// Event name.
-    pub t: Box<str>,
+    pub t: EventName,
     /// Event data, unparsed.
     pub d: RawJson,
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the cluster. Shards update counters as things happen; gauges
 //! (shards by state, identify queue, budget, store lag) are refreshed at scrape time.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
+use shardkeeper_protocol::EventName;
 use shardkeeper_session::SessionStats;
 
 use crate::registry::{ShardSnapshot, ShardState};
@@ -33,6 +34,8 @@ struct CodeLabels {
 pub struct Metrics {
     registry: Mutex<Registry>,
     events: Family<EventLabels, Counter>,
+    /// The counter of each documented event name, so counting one takes no lock.
+    known_events: Box<[OnceLock<Counter>]>,
     identifies: Counter,
     resumes: Counter,
     reconnects: Counter,
@@ -66,6 +69,7 @@ impl Metrics {
         let metrics = Self {
             registry: Mutex::new(Registry::with_prefix("shardkeeper")),
             events: Family::default(),
+            known_events: (0..EventName::KNOWN).map(|_| OnceLock::new()).collect(),
             identifies: Counter::default(),
             resumes: Counter::default(),
             reconnects: Counter::default(),
@@ -157,11 +161,15 @@ impl Metrics {
             .register(name, help, metric);
     }
 
-    /// The counter of one event name; shards keep it so counting costs no lookup.
-    pub(crate) fn event_counter(&self, t: &str) -> Counter {
-        self.events
-            .get_or_create(&EventLabels { t: t.to_owned() })
-            .clone()
+    /// Counts one dispatch named `t`.
+    pub(crate) fn event(&self, t: &EventName) {
+        let labels = || EventLabels { t: t.to_string() };
+        match t.known_index().and_then(|i| self.known_events.get(i)) {
+            Some(slot) => slot
+                .get_or_init(|| self.events.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.events.get_or_create(&labels()).inc(),
+        };
     }
 
     pub(crate) fn close_code(&self, code: u16) {
@@ -216,5 +224,31 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shardkeeper_protocol::EventName;
+
+    use super::Metrics;
+
+    #[test]
+    fn events_are_counted_by_name_documented_or_not() {
+        let metrics = Metrics::new();
+        for t in ["READY", "MESSAGE_CREATE", "MESSAGE_CREATE", "SOMETHING_NEW"] {
+            metrics.event(&EventName::new(t));
+        }
+        metrics.event(&EventName::new("SOMETHING_NEW"));
+        let text = metrics.render(&[], 0, 1000, Duration::ZERO, false);
+        for line in [
+            r#"shardkeeper_events_total{t="READY"} 1"#,
+            r#"shardkeeper_events_total{t="MESSAGE_CREATE"} 2"#,
+            r#"shardkeeper_events_total{t="SOMETHING_NEW"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

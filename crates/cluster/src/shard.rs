@@ -1,12 +1,11 @@
 //! The `Shard` actor: a thin shell that owns one socket, one timer and one
 //! `ShardSession`, and performs the session's actions in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use prometheus_client::metrics::counter::Counter;
 use shardkeeper_protocol::payload::RequestGuildMembers;
 use shardkeeper_protocol::{CloseCode, OpCode};
 use shardkeeper_session::{
@@ -91,8 +90,6 @@ pub(crate) struct Shard {
     backlog: VecDeque<Deferred>,
     /// The newest session position, written to the store at the end of the batch.
     persist: Option<ResumeInfo>,
-    /// Metric counters by event name.
-    event_counters: HashMap<Box<str>, Counter>,
 }
 
 impl Shard {
@@ -114,7 +111,6 @@ impl Shard {
             published: shardkeeper_session::SessionStats::default(),
             backlog: VecDeque::new(),
             persist: None,
-            event_counters: HashMap::new(),
         }
     }
 
@@ -179,7 +175,7 @@ impl Shard {
                 if !self.members.is_empty() {
                     self.members.observe(&event);
                 }
-                self.count_event(&event.t);
+                self.params.metrics.event(&event.t);
                 let all = self.params.sinks.all();
                 self.in_order(Deferred::Emit(event, all));
             }
@@ -265,16 +261,6 @@ impl Shard {
                 );
             }
         }
-    }
-
-    fn count_event(&mut self, t: &str) {
-        if let Some(counter) = self.event_counters.get(t) {
-            counter.inc();
-            return;
-        }
-        let counter = self.params.metrics.event_counter(t);
-        counter.inc();
-        self.event_counters.insert(t.into(), counter);
     }
 
     /// Parks the shard when its connections keep failing before READY or RESUMED. A

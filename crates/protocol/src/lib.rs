@@ -29,6 +29,7 @@
 mod close;
 mod compression;
 mod envelope;
+mod event_name;
 mod intents;
 mod json;
 mod opcode;
@@ -42,6 +43,7 @@ pub use compression::{
     Compression, DEFAULT_DOCUMENT_LIMIT, DecodeError, Decoder, gateway_connect_url,
 };
 pub use envelope::{Envelope, EnvelopeError, MAX_OUTBOUND_BYTES, Outbound, OutboundError, Raw};
+pub use event_name::EventName;
 pub use intents::{Intents, UnknownIntent};
 pub use json::{JsonError, RawJson};
 pub use opcode::OpCode;

@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use shardkeeper_protocol::payload::PresenceUpdate;
-use shardkeeper_protocol::{Compression, Intents, ShardId, Token};
+use shardkeeper_protocol::{Compression, Intents, Token};
 
-/// Everything a [`crate::ShardSession`] needs to know, already validated.
+/// Everything a [`crate::ShardSession`] needs to know besides its shard id, already
+/// validated; the shards of a cluster share one.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// `[shard_id, num_shards]`.
-    pub shard: ShardId,
     /// The bot token.
     pub token: Token,
     /// Base gateway URL from `/gateway/bot`; used for every IDENTIFY.
@@ -20,7 +19,7 @@ pub struct SessionConfig {
     pub intents: Intents,
     /// `large_threshold` sent in IDENTIFY (50–250).
     pub large_threshold: Option<u16>,
-    /// Presence sent in IDENTIFY; replaced by the last presence update sent.
+    /// Presence sent in IDENTIFY, until a shard sends a presence update of its own.
     pub presence: Option<PresenceUpdate>,
     /// Timeouts and waits.
     pub timing: Timing,
@@ -31,9 +30,8 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// A configuration with Discord-appropriate timing and no presence.
     #[must_use]
-    pub fn new(shard: ShardId, token: Token, gateway_url: impl Into<String>) -> Self {
+    pub fn new(token: Token, gateway_url: impl Into<String>) -> Self {
         Self {
-            shard,
             token,
             gateway_url: gateway_url.into(),
             compression: Compression::ZlibStream,

@@ -8,7 +8,7 @@ use shardkeeper_protocol::payload::{
     PresenceUpdate, RequestChannelInfo, RequestGuildMembers, RequestSoundboardSounds,
     VoiceStateUpdate,
 };
-use shardkeeper_protocol::{OpCode, Outbound, OutboundError, RawJson};
+use shardkeeper_protocol::{EventName, OpCode, Outbound, OutboundError, RawJson};
 
 use crate::StateKind;
 
@@ -75,7 +75,7 @@ pub struct Dispatch {
     /// Sequence number.
     pub seq: u64,
     /// Event name.
-    pub t: Box<str>,
+    pub t: EventName,
     /// Event data, byte-for-byte as received.
     pub d: RawJson,
 }

@@ -4,10 +4,12 @@ mod inbound;
 mod transition;
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use shardkeeper_protocol::payload::PresenceUpdate;
 use shardkeeper_protocol::{Outbound, ShardId};
 
 use crate::limiter::SendClass;
@@ -33,6 +35,17 @@ pub struct SessionStats {
     pub guilds: usize,
 }
 
+/// The presence the next IDENTIFY carries.
+#[derive(Debug)]
+enum Presence {
+    /// The configured one.
+    Configured,
+    /// The last presence update this shard sent, which replaces it.
+    Sent(Box<PresenceUpdate>),
+    /// None: with it, IDENTIFY would be too large.
+    Dropped,
+}
+
 /// One shard's gateway session, without any I/O.
 ///
 /// Push inputs with [`handle`](Self::handle) and requests with
@@ -41,7 +54,9 @@ pub struct SessionStats {
 /// connection after it performed `Close` or a new `Connect` for it.
 #[derive(Debug)]
 pub struct ShardSession {
-    config: SessionConfig,
+    shard: ShardId,
+    config: Arc<SessionConfig>,
+    presence: Presence,
     state: State,
     actions: VecDeque<Action>,
     /// Application payloads waiting for Ready and a send slot.
@@ -59,9 +74,16 @@ impl ShardSession {
     /// A session that is `Idle` until [`Command::Start`]; `resume` is a stored session to
     /// resume, and `seed` seeds every random choice (jitter, waits).
     #[must_use]
-    pub fn new(config: SessionConfig, resume: Option<ResumeInfo>, seed: u64) -> Self {
+    pub fn new(
+        shard: ShardId,
+        config: Arc<SessionConfig>,
+        resume: Option<ResumeInfo>,
+        seed: u64,
+    ) -> Self {
         Self {
+            shard,
             config,
+            presence: Presence::Configured,
             state: State::Idle { resume },
             actions: VecDeque::new(),
             outbox: VecDeque::new(),
@@ -174,7 +196,7 @@ impl ShardSession {
     /// Which shard this is.
     #[must_use]
     pub fn shard(&self) -> ShardId {
-        self.config.shard
+        self.shard
     }
 
     fn push(&mut self, action: Action) {

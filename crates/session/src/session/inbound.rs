@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use shardkeeper_protocol::payload::{
-    Hello, Identify, IdentifyProperties, Ready, Resume, UnavailableGuild,
+    Hello, Identify, IdentifyProperties, PresenceUpdate, Ready, Resume, UnavailableGuild,
 };
 use shardkeeper_protocol::{Envelope, OpCode, Outbound, RawJson};
 
-use super::ShardSession;
+use super::{Presence, ShardSession};
 use crate::heartbeat::Heartbeat;
 use crate::state::{Link, Pending, Permit, State, Target};
 use crate::{Action, Dispatch, Notice, ResumeInfo};
@@ -201,8 +201,12 @@ impl ShardSession {
             properties: IdentifyProperties::shardkeeper(),
             compress: false,
             large_threshold: self.config.large_threshold,
-            shard: Some(self.config.shard),
-            presence: self.config.presence.clone(),
+            shard: Some(self.shard),
+            presence: match &self.presence {
+                Presence::Configured => self.config.presence.clone(),
+                Presence::Sent(presence) => Some(PresenceUpdate::clone(presence)),
+                Presence::Dropped => None,
+            },
             intents: self.config.intents,
         };
         Outbound::new(OpCode::Identify, &body).unwrap_or_else(|err| {
@@ -210,7 +214,7 @@ impl ShardSession {
                 detail: format!("identify with presence is too large, sent without it: {err}"),
             }));
             body.presence = None;
-            self.config.presence = None;
+            self.presence = Presence::Dropped;
             // invariant: an IDENTIFY without presence is far below 4096 bytes
             Outbound::new(OpCode::Identify, &body).unwrap_or_else(|_| Outbound::heartbeat(None))
         })

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use shardkeeper_protocol::CloseCode;
 
-use super::ShardSession;
+use super::{Presence, ShardSession};
 use crate::backoff;
 use crate::state::{Pending, Permit, State, Target};
 use crate::{Action, ClientPayload, CommandError, Notice, StateKind};
@@ -273,7 +273,7 @@ impl ShardSession {
             return Err(CommandError::OutboxFull { capacity });
         }
         if let ClientPayload::Presence(presence) = payload {
-            self.config.presence = Some(presence.clone());
+            self.presence = Presence::Sent(Box::new(presence.clone()));
         }
         self.outbox.push_back(frame);
         self.flush(now);

@@ -1,5 +1,6 @@
 //! A scripted driver for `ShardSession`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,9 +15,13 @@ pub(crate) const RESUME_URL: &str = "ws://resume.test/r/abc";
 pub(crate) const GATEWAY_URL: &str = "ws://gateway.test/?v=10&encoding=json";
 pub(crate) const RESUME_CONNECT_URL: &str = "ws://resume.test/r/abc?v=10&encoding=json";
 
+/// The shard every test session plays: 3 of 16.
+pub(crate) fn shard() -> ShardId {
+    ShardId::new(3, 16).expect("valid shard")
+}
+
 pub(crate) fn config() -> SessionConfig {
-    let shard = ShardId::new(3, 16).expect("valid shard");
-    let mut config = SessionConfig::new(shard, Token::new(TOKEN), GATEWAY);
+    let mut config = SessionConfig::new(Token::new(TOKEN), GATEWAY);
     config.compression = Compression::None;
     config
 }
@@ -43,7 +48,7 @@ impl Harness {
     pub(crate) fn with(config: SessionConfig, resume: Option<ResumeInfo>) -> Self {
         let start = Instant::now();
         Self {
-            session: ShardSession::new(config, resume, 42),
+            session: ShardSession::new(shard(), Arc::new(config), resume, 42),
             start,
             now: start,
         }

@@ -159,3 +159,36 @@ fn flood_never_exceeds_the_budget_and_heartbeats_stay_on_time() {
 fn has_beat(actions: &[Action]) -> bool {
     sent_ops(actions).contains(&1)
 }
+
+#[test]
+fn configured_presence_goes_into_identify_unless_it_makes_identify_too_large() {
+    let identify_with = |name: &str| {
+        let mut config = config();
+        config.presence = match presence(name) {
+            ClientPayload::Presence(presence) => Some(presence),
+            _ => None,
+        };
+        let mut h = Harness::with(config, None);
+        h.start();
+        h.input(Input::Opened);
+        h.hello(41_250);
+        let actions = h.input(Input::PermitGranted);
+        let notices = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Notice(_)))
+            .count();
+        (sent(&actions).remove(0), notices)
+    };
+    let (identify, notices) = identify_with("configured");
+    assert_eq!(
+        (
+            &identify["d"]["presence"]["activities"][0]["name"],
+            &identify["d"]["shard"],
+            notices
+        ),
+        (&"configured".into(), &serde_json::json!([3, 16]), 0)
+    );
+    let (identify, notices) = identify_with(&"x".repeat(4000));
+    assert!(identify["d"]["presence"].is_null(), "{identify}");
+    assert_eq!(notices, 1, "the dropped presence is reported");
+}

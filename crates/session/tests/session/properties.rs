@@ -1,6 +1,7 @@
 //! Invariants over random input sequences.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -8,7 +9,7 @@ use shardkeeper_session::{
     Action, ClientPayload, Command, Input, SEND_BUDGET, SEND_WINDOW, ShardSession,
 };
 
-use crate::harness::{RESUME_URL, config, stored};
+use crate::harness::{RESUME_URL, config, shard, stored};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -73,7 +74,7 @@ impl Checker {
         Self {
             max_emitted: stored.as_ref().map(|s| s.seq),
             next_seq: 11,
-            session: ShardSession::new(config(), stored, 7),
+            session: ShardSession::new(shard(), Arc::new(config()), stored, 7),
             now: Instant::now(),
             permit_outstanding: false,
             unused_grants: 0,
