@@ -7,8 +7,9 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
+use std::sync::LazyLock;
 
-/// Discord's documented receive-event names, sorted for binary search.
+/// Discord's documented receive-event names, sorted.
 const KNOWN: &[&str] = &[
     "APPLICATION_COMMAND_PERMISSIONS_UPDATE",
     "AUTO_MODERATION_ACTION_EXECUTION",
@@ -89,8 +90,50 @@ const KNOWN: &[&str] = &[
     "WEBHOOKS_UPDATE",
 ];
 
-// Known names are indexed by a byte.
-const _: () = assert!(KNOWN.len() <= u8::MAX as usize);
+// Known names are indexed by a byte, and the table keeps free slots.
+const _: () = assert!(KNOWN.len() < u8::MAX as usize && KNOWN.len() * 4 <= SLOTS);
+
+/// Slots of the lookup table (a power of two).
+const SLOTS: usize = 512;
+
+/// Where a name starts looking in the table: its length and three of its bytes, mixed.
+/// Known names differ in these, so a lookup usually compares one string.
+fn home_slot(t: &[u8]) -> usize {
+    let byte = |i: usize| u32::from(t.get(i).copied().unwrap_or(0));
+    // invariant: only the low bits of the length matter to the mix
+    let mixed = (t.len() as u32).wrapping_mul(0x9E37_79B9)
+        ^ byte(0).wrapping_mul(0x85EB_CA6B)
+        ^ byte(t.len() / 2).wrapping_mul(0xC2B2_AE35)
+        ^ byte(t.len().wrapping_sub(1)).wrapping_mul(0x27D4_EB2F);
+    (mixed >> 16) as usize % SLOTS
+}
+
+/// Open addressing over the known names: a slot holds index + 1, or 0 when free.
+static TABLE: LazyLock<[u8; SLOTS]> = LazyLock::new(|| {
+    let mut table = [0u8; SLOTS];
+    for (index, name) in KNOWN.iter().enumerate() {
+        let mut slot = home_slot(name.as_bytes());
+        while table[slot] != 0 {
+            slot = (slot + 1) % SLOTS;
+        }
+        // invariant: fewer than 255 names (asserted above)
+        table[slot] = index as u8 + 1;
+    }
+    table
+});
+
+/// The index of `t` among the known names.
+fn known(t: &str) -> Option<u8> {
+    let table = &*TABLE;
+    let mut slot = home_slot(t.as_bytes());
+    loop {
+        match table[slot] {
+            0 => return None,
+            entry if KNOWN[usize::from(entry - 1)] == t => return Some(entry - 1),
+            _ => slot = (slot + 1) % SLOTS,
+        }
+    }
+}
 
 /// A dispatch's event name; dereferences to the name.
 #[derive(Clone)]
@@ -109,10 +152,9 @@ impl EventName {
     /// The name `t`, shared if Discord documents it.
     #[must_use]
     pub fn new(t: &str) -> Self {
-        match KNOWN.binary_search(&t) {
-            // invariant: KNOWN has at most 255 names (asserted above)
-            Ok(index) => Self(Name::Known(index as u8)),
-            Err(_) => Self(Name::Other(t.into())),
+        match known(t) {
+            Some(index) => Self(Name::Known(index)),
+            None => Self(Name::Other(t.into())),
         }
     }
 
@@ -209,6 +251,16 @@ mod tests {
         for (index, name) in KNOWN.iter().enumerate() {
             let t = EventName::new(name);
             assert_eq!((t.known_index(), &*t), (Some(index), *name));
+        }
+        for near in [
+            "READ",
+            "READYY",
+            "MESSAGE_CREATED",
+            "GUILD_CREATF",
+            "R",
+            "_",
+        ] {
+            assert_eq!(EventName::new(near).known_index(), None, "{near}");
         }
         let odd = EventName::new("SOMETHING_NEW");
         assert_eq!((odd.known_index(), odd.as_str()), (None, "SOMETHING_NEW"));
