@@ -1,63 +1,80 @@
 //! NDJSON line sinks (`stdout`, `file:PATH`): the shard's thread appends the event line
-//! to the sink's pending buffer, and a writer thread per sink swaps that buffer for an
-//! empty one and writes it, so a slow pipe or disk never runs on a shard's thread and no
-//! event crosses threads (nor is freed on another thread's heap). A flush barrier serves
-//! the store.
+//! to a pending buffer of its own, and a writer thread per sink takes those buffers in
+//! exchange for empty ones and writes them, so a slow pipe or disk never runs on a
+//! shard's thread, no event crosses threads (nor is freed on another thread's heap), and
+//! two shard threads never contend for one lock or write into one buffer. A shard stays
+//! on its thread, so its lines keep their order. A flush barrier serves the store.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::Thread;
 
 use crate::Event;
 use crate::sink::{Delivery, EventSink};
 
-/// Events a line sink holds before it answers `Full` and the shard stops reading.
+/// Events a thread's pending buffer holds before the sink answers `Full` and the shard
+/// stops reading.
 const QUEUE: usize = 8_192;
-/// Bytes of pending lines past which the sink answers `Full` (one event always fits).
+/// Bytes of a thread's pending lines past which the sink answers `Full` (one event
+/// always fits).
 const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// How long the writer waits for more lines after writing a partial batch.
 const LINGER: std::time::Duration = std::time::Duration::from_micros(250);
 /// A write of at least this many bytes is a full batch: the writer goes straight on.
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Lines the shards appended since the writer last took them.
+/// Lines one thread appended since the writer last took them.
 #[derive(Default)]
 struct Pending {
     lines: String,
     events: usize,
-    flushes: Vec<SyncSender<()>>,
-    closed: bool,
 }
 
-impl Pending {
-    fn is_idle(&self) -> bool {
-        self.lines.is_empty() && self.flushes.is_empty() && !self.closed
+/// A poisoned lock is still usable: a panic elsewhere never leaves a buffer half-written.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This thread's number, for picking a pending buffer.
+fn thread_number() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
     }
+    NUMBER.with(|number| *number)
 }
 
-#[derive(Default)]
 struct Shared {
-    pending: Mutex<Pending>,
-    wake: Condvar,
+    /// Pending buffers, one per shard thread (threads share one when there are more).
+    slots: Box<[Mutex<Pending>]>,
+    /// Flush barriers, answered after the next write.
+    flushes: Mutex<Vec<SyncSender<()>>>,
+    closed: AtomicBool,
+    /// The writer, unparked when work arrives.
+    writer: OnceLock<Thread>,
 }
 
 impl Shared {
-    /// The pending lines; a panic elsewhere never leaves them half-written, so a
-    /// poisoned lock is still usable.
-    fn lock(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    fn new(slots: usize) -> Self {
+        Self {
+            slots: (0..slots.max(1)).map(|_| Mutex::default()).collect(),
+            flushes: Mutex::default(),
+            closed: AtomicBool::new(false),
+            writer: OnceLock::new(),
+        }
     }
 
-    /// Adds to the pending lines and wakes the writer if it was waiting for work.
-    fn add(&self, add: impl FnOnce(&mut Pending)) {
-        let mut pending = self.lock();
-        let was_idle = pending.is_idle();
-        add(&mut pending);
-        drop(pending);
-        if was_idle {
-            self.wake.notify_one();
+    fn slot(&self) -> &Mutex<Pending> {
+        &self.slots[thread_number() % self.slots.len()]
+    }
+
+    fn wake(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
         }
     }
 }
@@ -133,13 +150,18 @@ impl LineSink {
     }
 
     fn spawn(name: String, target: impl Target) -> io::Result<Self> {
-        let shared = Arc::new(Shared::default());
+        // Shards run on one thread per core.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let shared = Arc::new(Shared::new(threads));
         let thread_name = format!("sink-{}", name.chars().take(10).collect::<String>());
         let sink_name = name.clone();
         let writer = Arc::clone(&shared);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || run(&sink_name, &writer, target))?;
+        // Before any line is delivered; the writer looks at the buffers before it first
+        // parks, so it cannot miss a line either way.
+        let _ = shared.writer.set(handle.thread().clone());
         Ok(Self { name, shared })
     }
 }
@@ -147,7 +169,8 @@ impl LineSink {
 impl Drop for LineSink {
     /// The writer writes what is pending and ends.
     fn drop(&mut self) {
-        self.shared.add(|pending| pending.closed = true);
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake();
     }
 }
 
@@ -163,32 +186,31 @@ fn ends_torn(file: &mut File) -> io::Result<bool> {
 }
 
 fn run(name: &str, shared: &Shared, mut target: impl Target) {
-    // Two buffers take turns: the shards fill one while this thread writes the other.
+    // Buffers take turns: the shards fill theirs while this thread writes this one.
     let mut batch = String::with_capacity(BATCH_BYTES);
     let mut failed = false;
     loop {
-        let mut pending = shared.lock();
-        while pending.is_idle() {
-            pending = shared
-                .wake
-                .wait(pending)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        std::mem::swap(&mut pending.lines, &mut batch);
-        let events = std::mem::take(&mut pending.events);
-        let flushes = std::mem::take(&mut pending.flushes);
-        let closed = pending.closed;
-        drop(pending);
-        let full = batch.len() >= BATCH_BYTES;
-        if !batch.is_empty() {
-            if let Err(err) = target.write_batch(batch.as_bytes()) {
-                if !failed {
-                    tracing::error!(sink = name, %err, "event sink cannot write");
-                }
-                failed = true;
-            } else {
-                failed = false;
+        // Barriers and the close first: every line delivered before them is in a buffer
+        // taken below.
+        let flushes = std::mem::take(&mut *lock(&shared.flushes));
+        let closed = shared.closed.load(Ordering::Acquire);
+        let (mut events, mut full) = (0, false);
+        for slot in &shared.slots {
+            let mut pending = lock(slot);
+            if pending.lines.is_empty() {
+                continue;
             }
+            std::mem::swap(&mut pending.lines, &mut batch);
+            events += std::mem::take(&mut pending.events);
+            drop(pending);
+            full |= batch.len() >= BATCH_BYTES;
+            let written = target.write_batch(batch.as_bytes());
+            if let Err(err) = &written
+                && !failed
+            {
+                tracing::error!(sink = name, %err, "event sink cannot write");
+            }
+            failed = written.is_err();
             batch.clear();
             // A burst (a large GUILD_CREATE backlog) does not pin its buffer for good.
             if batch.capacity() > 4 * BATCH_BYTES {
@@ -202,15 +224,18 @@ fn run(name: &str, shared: &Shared, mut target: impl Target) {
             for ack in flushes {
                 let _ = ack.send(());
             }
+        } else if closed {
+            return;
+        } else if events == 0 {
+            // Woken by the first line of an empty buffer, a barrier or the close.
+            std::thread::park();
+        } else if !full {
+            // While events flow, let the next ones gather: a parked writer has to be
+            // woken (a futex call on a shard's thread) for every event.
+            std::thread::sleep(LINGER);
         }
         if closed {
             return;
-        }
-        // While events flow, let the next ones gather instead of waiting on the condition
-        // variable: a waiting writer has to be woken (a futex call on a shard's thread)
-        // for every event.
-        if events > 0 && !full {
-            std::thread::sleep(LINGER);
         }
     }
 }
@@ -221,22 +246,25 @@ impl EventSink for LineSink {
     }
 
     fn deliver(&self, event: &Arc<Event>) -> Delivery {
-        let mut delivery = Delivery::Accepted;
-        self.shared.add(|pending| {
-            if pending.events >= QUEUE || pending.lines.len() >= QUEUE_BYTES {
-                delivery = Delivery::Full;
-                return;
-            }
-            event.write_line(&mut pending.lines);
-            pending.lines.push('\n');
-            pending.events += 1;
-        });
-        delivery
+        let mut pending = lock(self.shared.slot());
+        if pending.events >= QUEUE || pending.lines.len() >= QUEUE_BYTES {
+            return Delivery::Full;
+        }
+        let first = pending.lines.is_empty();
+        event.write_line(&mut pending.lines);
+        pending.lines.push('\n');
+        pending.events += 1;
+        drop(pending);
+        if first {
+            self.shared.wake();
+        }
+        Delivery::Accepted
     }
 
     fn flush(&self) {
         let (ack, done) = mpsc::sync_channel(1);
-        self.shared.add(|pending| pending.flushes.push(ack));
+        lock(&self.shared.flushes).push(ack);
+        self.shared.wake();
         let _ = done.recv();
     }
 }
@@ -284,8 +312,12 @@ mod tests {
     }
 
     fn event(seq: u64) -> Arc<Event> {
+        shard_event(1, seq)
+    }
+
+    fn shard_event(shard: u32, seq: u64) -> Arc<Event> {
         Arc::new(Event {
-            shard: 1,
+            shard,
             seq,
             t: "MESSAGE_CREATE".into(),
             d: RawJson::parse(format!(r#"{{"n":{seq}}}"#)).expect("json"),
@@ -359,5 +391,53 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn lines_from_many_threads_all_arrive_each_thread_in_order() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        // Every write is let through, one at a time.
+        let (permit, permits) = mpsc::sync_channel(0);
+        let sink = Arc::new(
+            LineSink::spawn(
+                "threads".into(),
+                Gated {
+                    written: Arc::clone(&written),
+                    permits,
+                },
+            )
+            .expect("spawns"),
+        );
+        std::thread::spawn(move || while permit.send(()).is_ok() {});
+        let threads: Vec<_> = (0..4u32)
+            .map(|shard| {
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || {
+                    for seq in 1..=2_000 {
+                        let event = shard_event(shard, seq);
+                        while sink.deliver(&event) == Delivery::Full {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("delivered");
+        }
+        sink.flush();
+        let text = String::from_utf8(written.lock().expect("lock").clone()).expect("utf-8");
+        let mut last = [0u64; 4];
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).expect("whole line");
+            let (shard, seq) = (value["shard"].as_u64(), value["seq"].as_u64());
+            let (Some(shard), Some(seq)) = (shard, seq) else {
+                panic!("{line}");
+            };
+            let last = &mut last[usize::try_from(shard).expect("small")];
+            assert_eq!(seq, *last + 1, "shard {shard} out of order");
+            *last = seq;
+        }
+        assert_eq!(last, [2_000; 4]);
     }
 }
