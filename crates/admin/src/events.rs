@@ -104,7 +104,7 @@ impl EventSink for EventHub {
         "websocket"
     }
 
-    fn deliver(&self, event: &Arc<Event>) -> Delivery {
+    fn deliver(&self, event: &Event) -> Delivery {
         let mut subscribers = self
             .inner
             .subscribers

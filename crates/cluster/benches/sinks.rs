@@ -9,7 +9,6 @@
 )]
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shardkeeper_cluster::{Delivery, Event, EventSink, LineSink};
@@ -17,19 +16,19 @@ use shardkeeper_protocol::RawJson;
 
 const EVENTS: u64 = 10_000;
 
-fn events() -> Vec<Arc<Event>> {
+fn events() -> Vec<Event> {
     (0..EVENTS)
         .map(|seq| {
             let d = format!(
                 r#"{{"id":"{seq}","guild_id":"41771983423143937","content":"{}"}}"#,
                 "x".repeat(450)
             );
-            Arc::new(Event {
+            Event {
                 shard: 3,
                 seq,
                 t: "MESSAGE_CREATE".into(),
                 d: RawJson::parse(d).expect("json"),
-            })
+            }
         })
         .collect()
 }

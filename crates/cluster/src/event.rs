@@ -6,7 +6,9 @@ use serde::Deserialize;
 use shardkeeper_protocol::{EventName, RawJson};
 use shardkeeper_session::Dispatch;
 
-/// One dispatch received by one shard. `d` is byte-for-byte what Discord sent.
+/// One dispatch received by one shard. `d` is byte-for-byte what Discord sent, sharing
+/// the memory of the frame it came in, so a clone costs a reference count.
+#[derive(Clone)]
 pub struct Event {
     /// Shard id.
     pub shard: u32,

@@ -1,7 +1,6 @@
 //! Collecting GUILD_MEMBERS_CHUNK dispatches by nonce for the caller that asked.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use shardkeeper_protocol::payload::{GuildMembersChunkHeader, RateLimited};
@@ -54,7 +53,7 @@ impl MemberRequests {
 
     /// Looks at a dispatch; completes a request when its last chunk (or a rate limit)
     /// arrives.
-    pub(crate) fn observe(&mut self, event: &Arc<Event>) {
+    pub(crate) fn observe(&mut self, event: &Event) {
         match &*event.t {
             "GUILD_MEMBERS_CHUNK" => {
                 let Ok(header) = event.parse::<GuildMembersChunkHeader>() else {

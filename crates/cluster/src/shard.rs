@@ -171,7 +171,7 @@ impl Shard {
                 ticket: self.ticket,
             }),
             Action::Emit(dispatch) => {
-                let event = Arc::new(Event::new(id, dispatch));
+                let event = Event::new(id, dispatch);
                 if !self.members.is_empty() {
                     self.members.observe(&event);
                 }

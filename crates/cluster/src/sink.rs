@@ -31,7 +31,7 @@ pub trait EventSink: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// Offers one event.
-    fn deliver(&self, event: &Arc<Event>) -> Delivery;
+    fn deliver(&self, event: &Event) -> Delivery;
 
     /// Returns once every event delivered so far is written out (to the file, the pipe,
     /// the socket). Called from the store's flush thread, never from a shard.
@@ -41,13 +41,14 @@ pub trait EventSink: Send + Sync + 'static {
 /// Sends every event to an async channel, for programs that embed the cluster.
 #[derive(Debug)]
 pub struct ChannelSink {
-    tx: mpsc::UnboundedSender<Arc<Event>>,
+    tx: mpsc::UnboundedSender<Event>,
 }
 
 impl ChannelSink {
-    /// A sink and the receiving end of its channel.
+    /// A sink and the receiving end of its channel. An event is cheap to clone: its
+    /// body shares the memory of the frame it came in.
     #[must_use]
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Arc<Event>>) {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { tx }, rx)
     }
@@ -58,9 +59,9 @@ impl EventSink for ChannelSink {
         "channel"
     }
 
-    fn deliver(&self, event: &Arc<Event>) -> Delivery {
+    fn deliver(&self, event: &Event) -> Delivery {
         // A dropped receiver means nobody listens any more; the event has nowhere to go.
-        let _ = self.tx.send(Arc::clone(event));
+        let _ = self.tx.send(event.clone());
         Delivery::Accepted
     }
 }
@@ -96,7 +97,7 @@ impl Sinks {
 
     /// Offers an event to the sinks whose bit is set in `pending`; returns the bits of
     /// the sinks that are still full.
-    pub(crate) fn deliver(&self, event: &Arc<Event>, pending: u64) -> u64 {
+    pub(crate) fn deliver(&self, event: &Event, pending: u64) -> u64 {
         let mut still = 0;
         for (index, sink) in self.sinks.iter().enumerate().take(64) {
             let bit = 1u64 << index;

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use bytes::{Bytes, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status};
 use zstd::stream::raw::{Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
 
@@ -14,6 +15,10 @@ const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Growth step of the output buffer while inflating (it grows by half its size beyond
 /// that), small so that a thousand idle connections do not each hold a large buffer.
 const OUTPUT_STEP: usize = 4 * 1024;
+
+/// Smallest block an arena of [`Decoder::push_shared`] takes at a time: documents are
+/// copied in one after another, and the block is reused once they are all dropped.
+const ARENA_BLOCK: usize = 64 * 1024;
 
 /// Default cap on one decompressed document. Discord's largest GUILD_CREATE payloads
 /// are a few MiB; anything past this is treated as a decompression bomb.
@@ -187,15 +192,32 @@ impl Decoder {
         decode(&mut self.inner, self.limit, message, &mut self.out)
     }
 
-    /// Like [`push`](Self::push), but decompresses into `out` (cleared first) instead of
-    /// a buffer of the decoder's own: many connections served by one thread can share
-    /// one output buffer, since each document is consumed before the next is decoded.
-    pub fn push_into<'a>(
+    /// Like [`push`](Self::push), but the document comes back as shared bytes that
+    /// outlive the call: an uncompressed message is its own document (no copy); a
+    /// compressed one is decompressed into `scratch` (cleared first) and copied into
+    /// `arena`. Both buffers belong to the caller, so many connections served by one
+    /// thread share them; the arena reuses its memory once every document taken from it
+    /// has been dropped, so steady traffic allocates nothing per message.
+    pub fn push_shared(
         &mut self,
-        message: &'a [u8],
-        out: &'a mut Vec<u8>,
-    ) -> Result<Option<&'a [u8]>, DecodeError> {
-        decode(&mut self.inner, self.limit, message, out)
+        message: Bytes,
+        scratch: &mut Vec<u8>,
+        arena: &mut BytesMut,
+    ) -> Result<Option<Bytes>, DecodeError> {
+        if let Inner::Plain = self.inner {
+            if message.len() > self.limit {
+                return Err(DecodeError::TooLarge { limit: self.limit });
+            }
+            return Ok(Some(message));
+        }
+        let Some(document) = decode(&mut self.inner, self.limit, &message, scratch)? else {
+            return Ok(None);
+        };
+        if arena.capacity() < document.len() {
+            arena.reserve(document.len().max(ARENA_BLOCK));
+        }
+        arena.extend_from_slice(document);
+        Ok(Some(arena.split().freeze()))
     }
 }
 

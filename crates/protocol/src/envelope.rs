@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use crate::OpCode;
@@ -35,11 +36,18 @@ impl<'a> Raw<'a> {
     pub fn get(self) -> &'a str {
         self.0
     }
+
+    /// The value as a [`RawJson`] sharing the memory of `document`, the text it was
+    /// read from (no copy); a value from another text is copied.
+    #[must_use]
+    pub fn share(self, document: &ByteString) -> RawJson {
+        RawJson::checked(Some(document), self.0)
+    }
 }
 
 impl From<Raw<'_>> for RawJson {
     fn from(raw: Raw<'_>) -> Self {
-        Self::checked(raw.0)
+        Self::checked(None, raw.0)
     }
 }
 
@@ -59,12 +67,16 @@ impl<'a> Envelope<'a> {
     /// any other member are checked against the JSON grammar and skipped. Any byte
     /// sequence is accepted without panicking.
     pub fn parse(frame: &'a [u8]) -> Result<Self, EnvelopeError> {
-        // Vector code: this check reads every byte of every frame.
-        let text = simdutf8::compat::from_utf8(frame).map_err(|err| JsonError {
+        let text = std::str::from_utf8(frame).map_err(|err| JsonError {
             at: err.valid_up_to(),
             what: "invalid UTF-8",
         })?;
-        let mut reader = Reader::new(frame);
+        Self::parse_str(text)
+    }
+
+    /// [`parse`](Self::parse) of a document already known to be UTF-8.
+    pub fn parse_str(text: &'a str) -> Result<Self, EnvelopeError> {
+        let mut reader = Reader::new(text.as_bytes());
         let mut fields = Fields::default();
         reader.whitespace();
         reader.expect(b'{', "expected an object")?;

@@ -5,32 +5,45 @@
 
 use std::fmt;
 
+use bytestring::ByteString;
+
 /// JSON text that is one complete, valid value. Event bodies are kept this way: checked
-/// once when the frame is read, then forwarded byte-for-byte.
+/// once when the frame is read, then forwarded byte-for-byte. A body read from a frame
+/// shares the frame's memory (cloning one costs a reference count, not a copy).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RawJson(Box<str>);
+pub struct RawJson(ByteString);
 
 impl RawJson {
     /// Checks `text` and keeps it.
-    pub fn parse(text: impl Into<Box<str>>) -> Result<Self, JsonError> {
-        let text = text.into();
+    pub fn parse(text: impl Into<String>) -> Result<Self, JsonError> {
+        let text: String = text.into();
         let mut reader = Reader::new(text.as_bytes());
         reader.whitespace();
         reader.value()?;
         reader.whitespace();
         reader.end()?;
-        Ok(Self(text))
+        Ok(Self(text.into()))
     }
 
     /// `null`.
     #[must_use]
     pub fn null() -> Self {
-        Self("null".into())
+        Self(ByteString::from_static("null"))
     }
 
-    /// A value the reader has already checked.
-    pub(crate) fn checked(text: &str) -> Self {
-        Self(text.into())
+    /// A value the reader has already checked: a slice of `document` when `text` lies
+    /// within it, else a copy.
+    pub(crate) fn checked(document: Option<&ByteString>, text: &str) -> Self {
+        let part = text.as_bytes().as_ptr_range();
+        match document {
+            Some(document)
+                if document.as_bytes().as_ptr_range().start <= part.start
+                    && part.end <= document.as_bytes().as_ptr_range().end =>
+            {
+                Self(document.slice_ref(text))
+            }
+            _ => Self(text.into()),
+        }
     }
 
     /// The JSON text.

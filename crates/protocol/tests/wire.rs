@@ -4,6 +4,8 @@
 use std::fs;
 use std::path::PathBuf;
 
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -320,4 +322,86 @@ mod fuzz_like {
             }
         }
     }
+}
+
+/// `count` zlib-stream messages of documents about 1 KiB long, and the documents.
+fn zlib_stream(count: usize) -> (Vec<Bytes>, Vec<String>) {
+    let mut compress = flate2::Compress::new(flate2::Compression::fast(), true);
+    (0..count)
+        .map(|n| {
+            let json = format!(
+                r#"{{"op":0,"s":{n},"t":"X","d":"{}"}}"#,
+                "y".repeat(1000 + n)
+            );
+            let mut out = Vec::with_capacity(json.len() + 64);
+            compress
+                .compress_vec(json.as_bytes(), &mut out, flate2::FlushCompress::Sync)
+                .expect("compresses");
+            (Bytes::from(out), json)
+        })
+        .unzip()
+}
+
+#[test]
+fn shared_documents_cost_no_copy_or_allocation_per_message() {
+    let (mut scratch, mut arena) = (Vec::new(), BytesMut::new());
+    let message = Bytes::from_static(br#"{"op":11,"d":null}"#);
+    let document = Decoder::new(Compression::None)
+        .push_shared(message.clone(), &mut scratch, &mut arena)
+        .expect("decodes")
+        .expect("complete");
+    assert_eq!(document.as_ptr(), message.as_ptr(), "its own document");
+
+    // 300 KiB of documents, each dropped before the next: one arena block serves all.
+    let (messages, expected) = zlib_stream(300);
+    let mut decoder = Decoder::new(Compression::ZlibStream);
+    let mut addresses = Vec::new();
+    for (message, json) in messages.iter().zip(&expected) {
+        let document = decoder
+            .push_shared(message.clone(), &mut scratch, &mut arena)
+            .expect("decodes")
+            .expect("complete");
+        assert_eq!(document, json.as_bytes());
+        addresses.push(document.as_ptr() as usize);
+    }
+    let spread = addresses.iter().max().zip(addresses.iter().min());
+    assert!(
+        spread.is_some_and(|(high, low)| high - low < 64 * 1024),
+        "the arena block is reused"
+    );
+
+    // Documents kept alive stay intact while later ones go elsewhere.
+    let mut decoder = Decoder::new(Compression::ZlibStream);
+    let kept: Vec<Bytes> = messages
+        .iter()
+        .filter_map(|m| {
+            decoder
+                .push_shared(m.clone(), &mut scratch, &mut arena)
+                .expect("decodes")
+        })
+        .collect();
+    assert_eq!(kept.len(), expected.len());
+    assert!(
+        kept.iter()
+            .zip(&expected)
+            .all(|(d, json)| d == json.as_bytes())
+    );
+}
+
+#[test]
+fn a_shared_body_is_a_slice_of_its_document() {
+    let document = ByteString::from(r#"{"op":0,"s":1,"t":"X","d":{"a":[1,2]}}"#.to_owned());
+    let env = Envelope::parse_str(&document).expect("parses");
+    let d = env.d.expect("has d");
+    let shared = d.share(&document);
+    assert_eq!(shared.get(), r#"{"a":[1,2]}"#);
+    assert_eq!(shared.get().as_ptr(), d.get().as_ptr(), "no copy");
+    let elsewhere = ByteString::from("{}".to_owned());
+    let copied = d.share(&elsewhere);
+    assert_eq!(copied.get(), r#"{"a":[1,2]}"#);
+    assert_ne!(
+        copied.get().as_ptr(),
+        d.get().as_ptr(),
+        "not from this document: copied"
+    );
 }

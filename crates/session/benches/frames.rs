@@ -12,6 +12,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flate2::{Compress, Compression as Level, FlushCompress};
 use shardkeeper_protocol::{Compression, ShardId, Token};
@@ -42,7 +43,7 @@ fn documents() -> Vec<String> {
 }
 
 /// The connection's frames on the wire: as they are, or one zlib stream.
-fn frames(compression: Compression) -> Vec<Vec<u8>> {
+fn frames(compression: Compression) -> Vec<Bytes> {
     let mut zlib = Compress::new(Level::fast(), true);
     documents()
         .into_iter()
@@ -51,15 +52,15 @@ fn frames(compression: Compression) -> Vec<Vec<u8>> {
                 let mut out = Vec::with_capacity(json.len() + 64);
                 zlib.compress_vec(json.as_bytes(), &mut out, FlushCompress::Sync)
                     .expect("compresses");
-                out
+                Bytes::from(out)
             }
-            _ => json.into_bytes(),
+            _ => Bytes::from(json),
         })
         .collect()
 }
 
 /// A session that has read HELLO and READY from `frames`, at `now`.
-fn ready_session(compression: Compression, frames: &[Vec<u8>], now: Instant) -> ShardSession {
+fn ready_session(compression: Compression, frames: &[Bytes], now: Instant) -> ShardSession {
     let mut config = SessionConfig::new(Token::new("bench-token"), "ws://gateway.test");
     config.compression = compression;
     let shard = ShardId::new(0, 1).expect("valid shard");
@@ -68,9 +69,9 @@ fn ready_session(compression: Compression, frames: &[Vec<u8>], now: Instant) -> 
         .command(now, Command::Start)
         .expect("start is accepted");
     session.handle(now, Input::Opened);
-    session.handle(now, Input::Frame(&frames[0]));
+    session.handle(now, Input::Frame(frames[0].clone()));
     session.handle(now, Input::PermitGranted);
-    session.handle(now, Input::Frame(&frames[1]));
+    session.handle(now, Input::Frame(frames[1].clone()));
     while session.poll_action().is_some() {}
     session
 }
@@ -90,7 +91,7 @@ fn dispatch(c: &mut Criterion) {
                     let batch = left.min(STREAM);
                     let started = Instant::now();
                     for frame in &frames[2..2 + batch as usize] {
-                        session.handle(now, Input::Frame(frame));
+                        session.handle(now, Input::Frame(frame.clone()));
                         while let Some(action) = session.poll_action() {
                             if let Action::Emit(event) = action {
                                 black_box(event);

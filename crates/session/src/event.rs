@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use shardkeeper_protocol::payload::{
     PresenceUpdate, RequestChannelInfo, RequestGuildMembers, RequestSoundboardSounds,
     VoiceStateUpdate,
@@ -13,12 +14,13 @@ use shardkeeper_protocol::{EventName, OpCode, Outbound, OutboundError, RawJson};
 use crate::StateKind;
 
 /// Something that happened to the connection.
-#[derive(Debug, Clone, Copy)]
-pub enum Input<'a> {
+#[derive(Debug, Clone)]
+pub enum Input {
     /// The WebSocket asked for by the last `Connect` is open.
     Opened,
-    /// One WebSocket message (text or binary) as received, still compressed.
-    Frame(&'a [u8]),
+    /// One WebSocket message (text or binary) as received, still compressed. A dispatch
+    /// body read from an uncompressed message shares its memory.
+    Frame(Bytes),
     /// The connection closed: the peer's close code, or `None` when it dropped, failed
     /// to open, or closed without a code.
     Closed(Option<u16>),

@@ -97,7 +97,7 @@ impl ShardSession {
     }
 
     /// Feeds a network or timer input observed at `now`.
-    pub fn handle(&mut self, now: Instant, input: crate::Input<'_>) {
+    pub fn handle(&mut self, now: Instant, input: crate::Input) {
         use crate::Input;
         match input {
             Input::Opened => self.on_opened(now),

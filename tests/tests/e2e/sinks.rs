@@ -1,7 +1,6 @@
 //! One contract suite for every event sink: each takes events in order and has written
 //! all of them once `flush` returns.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,17 +11,17 @@ use shardkeeper_protocol::Token;
 
 use crate::harness::{Env, sim_config};
 
-fn event(shard: u32, seq: u64, t: &str) -> Arc<Event> {
-    Arc::new(Event {
+fn event(shard: u32, seq: u64, t: &str) -> Event {
+    Event {
         shard,
         seq,
         t: t.into(),
         d: RawJson::parse(format!(r#"{{"n":{seq},"s":"é\u00e9"}}"#)).expect("json"),
-    })
+    }
 }
 
 /// Offers 500 events (waiting while the sink is full) and flushes.
-fn feed(sink: &dyn EventSink) -> Vec<Arc<Event>> {
+fn feed(sink: &dyn EventSink) -> Vec<Event> {
     let events: Vec<_> = (1..=500)
         .map(|seq| event(seq as u32 % 3, seq, if seq % 2 == 0 { "A" } else { "B" }))
         .collect();
@@ -35,8 +34,8 @@ fn feed(sink: &dyn EventSink) -> Vec<Arc<Event>> {
     events
 }
 
-fn assert_lines(lines: &[String], events: &[Arc<Event>]) {
-    let expected: Vec<String> = events.iter().map(|e| e.to_line()).collect();
+fn assert_lines(lines: &[String], events: &[Event]) {
+    let expected: Vec<String> = events.iter().map(Event::to_line).collect();
     assert_eq!(lines, expected.as_slice());
 }
 

@@ -1,6 +1,5 @@
 //! Handing events to the sinks in order, and the store writes that wait behind them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -14,7 +13,7 @@ const SINK_RETRY: Duration = Duration::from_millis(5);
 /// Work that must happen in order after a full sink takes an event.
 pub(super) enum Deferred {
     /// The event and the bits of the sinks that still have to take it.
-    Emit(Arc<Event>, u64),
+    Emit(Event, u64),
     Persist(shardkeeper_session::ResumeInfo),
     Forget,
 }

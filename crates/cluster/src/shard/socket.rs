@@ -132,10 +132,8 @@ impl Shard {
         item: Option<Result<Message, WsError>>,
     ) {
         match item {
-            Some(Ok(Message::Text(text))) => {
-                self.session.handle(now, Input::Frame(text.as_bytes()));
-            }
-            Some(Ok(Message::Binary(bytes))) => self.session.handle(now, Input::Frame(&bytes)),
+            Some(Ok(Message::Text(text))) => self.session.handle(now, Input::Frame(text.into())),
+            Some(Ok(Message::Binary(bytes))) => self.session.handle(now, Input::Frame(bytes)),
             Some(Ok(Message::Close(frame))) => {
                 self.drop_link(ctx);
                 self.session

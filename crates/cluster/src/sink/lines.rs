@@ -245,7 +245,7 @@ impl EventSink for LineSink {
         &self.name
     }
 
-    fn deliver(&self, event: &Arc<Event>) -> Delivery {
+    fn deliver(&self, event: &Event) -> Delivery {
         let mut pending = lock(self.shared.slot());
         if pending.events >= QUEUE || pending.lines.len() >= QUEUE_BYTES {
             return Delivery::Full;
@@ -311,17 +311,17 @@ mod tests {
         }
     }
 
-    fn event(seq: u64) -> Arc<Event> {
+    fn event(seq: u64) -> Event {
         shard_event(1, seq)
     }
 
-    fn shard_event(shard: u32, seq: u64) -> Arc<Event> {
-        Arc::new(Event {
+    fn shard_event(shard: u32, seq: u64) -> Event {
+        Event {
             shard,
             seq,
             t: "MESSAGE_CREATE".into(),
             d: RawJson::parse(format!(r#"{{"n":{seq}}}"#)).expect("json"),
-        })
+        }
     }
 
     #[test]

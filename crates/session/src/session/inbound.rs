@@ -4,6 +4,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 use rand::Rng;
 use shardkeeper_protocol::payload::{
     Hello, Identify, IdentifyProperties, PresenceUpdate, Ready, Resume, UnavailableGuild,
@@ -21,11 +23,19 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// Largest decompression buffer a thread keeps between documents.
 const DOCUMENT_KEEP: usize = 1024 * 1024;
 
+/// Buffers shared by every session on a thread, instead of one set per connection.
+#[derive(Default)]
+struct Documents {
+    /// Where a compressed message is decompressed; each document is taken out of it
+    /// before the next is decoded.
+    scratch: Vec<u8>,
+    /// Where decompressed documents are kept while their dispatches live; the memory is
+    /// reused once they are all dropped.
+    arena: BytesMut,
+}
+
 thread_local! {
-    /// Decompressed documents of every session on this thread: each is parsed (and what
-    /// outlives it copied) before the next is decoded, so one buffer per thread does,
-    /// instead of one per connection.
-    static DOCUMENT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static DOCUMENTS: RefCell<Documents> = RefCell::default();
 }
 
 /// A decoded server payload, owning what outlives the frame buffer.
@@ -41,15 +51,24 @@ enum Inbound {
 }
 
 impl Inbound {
-    fn parse(document: &[u8]) -> Self {
-        let env = match Envelope::parse(document) {
+    fn parse(document: Bytes) -> Self {
+        let text = match ByteString::try_from(document) {
+            Ok(text) => text,
+            Err(err) => {
+                return Self::Garbage(format!(
+                    "malformed gateway payload: invalid UTF-8 at byte {}",
+                    err.valid_up_to()
+                ));
+            }
+        };
+        let env = match Envelope::parse_str(&text) {
             Ok(env) => env,
             Err(err) => return Self::Garbage(err.to_string()),
         };
         match env.op {
             OpCode::Dispatch => match (env.s, env.t.as_deref()) {
                 (Some(seq), Some(t)) => {
-                    let d = env.d.map_or_else(RawJson::null, RawJson::from);
+                    let d = env.d.map_or_else(RawJson::null, |d| d.share(&text));
                     Self::Dispatch(Dispatch {
                         seq,
                         t: t.into(),
@@ -87,18 +106,22 @@ impl ShardSession {
         }
     }
 
-    pub(super) fn on_frame(&mut self, now: Instant, bytes: &[u8]) {
+    pub(super) fn on_frame(&mut self, now: Instant, bytes: Bytes) {
         let Some(decoder) = self.state.decoder_mut() else {
             return;
         };
-        let inbound = DOCUMENT.with_borrow_mut(|out| {
-            let inbound = match decoder.push_into(bytes, out) {
+        let inbound = DOCUMENTS.with_borrow_mut(|documents| {
+            let Documents { scratch, arena } = documents;
+            let inbound = match decoder.push_shared(bytes, scratch, arena) {
                 Ok(None) => None,
                 Ok(Some(document)) => Some(Inbound::parse(document)),
                 Err(err) => Some(Inbound::Garbage(err.to_string())),
             };
-            if out.capacity() > DOCUMENT_KEEP {
-                *out = Vec::new();
+            if scratch.capacity() > DOCUMENT_KEEP {
+                *scratch = Vec::new();
+            }
+            if arena.capacity() > DOCUMENT_KEEP {
+                *arena = BytesMut::new();
             }
             inbound
         });

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 use shardkeeper_protocol::{Compression, ShardId, Token};
 use shardkeeper_session::{
@@ -32,6 +33,11 @@ pub(crate) fn stored(seq: u64) -> ResumeInfo {
         resume_url: RESUME_URL.into(),
         seq,
     }
+}
+
+/// A received WebSocket message with these bytes.
+pub(crate) fn frame(bytes: &[u8]) -> Input {
+    Input::Frame(Bytes::copy_from_slice(bytes))
 }
 
 pub(crate) struct Harness {
@@ -70,13 +76,13 @@ impl Harness {
         std::iter::from_fn(|| self.session.poll_action()).collect()
     }
 
-    pub(crate) fn input(&mut self, input: Input<'_>) -> Vec<Action> {
+    pub(crate) fn input(&mut self, input: Input) -> Vec<Action> {
         self.session.handle(self.now, input);
         self.drain()
     }
 
     pub(crate) fn frame(&mut self, json: &str) -> Vec<Action> {
-        self.input(Input::Frame(json.as_bytes()))
+        self.input(frame(json.as_bytes()))
     }
 
     pub(crate) fn command(&mut self, command: Command) -> Result<Vec<Action>, CommandError> {

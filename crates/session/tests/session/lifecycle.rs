@@ -5,8 +5,8 @@ use std::time::Duration;
 use shardkeeper_session::{Action, Command, Input, Notice, StateKind};
 
 use crate::harness::{
-    GATEWAY_URL, Harness, RESUME_CONNECT_URL, TOKEN, closes, config, connect_url, has, is_connect,
-    is_forget, is_permit_request, sent, sent_ops, stored,
+    GATEWAY_URL, Harness, RESUME_CONNECT_URL, TOKEN, closes, config, connect_url, frame, has,
+    is_connect, is_forget, is_permit_request, sent, sent_ops, stored,
 };
 
 #[test]
@@ -374,16 +374,13 @@ fn zlib_stream_frames_are_inflated() {
     };
     let hello = compress(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#);
     let (head, tail) = hello.split_at(3);
-    assert!(
-        h.input(Input::Frame(head)).is_empty(),
-        "partial message waits"
-    );
-    assert!(has(&h.input(Input::Frame(tail)), is_permit_request));
+    assert!(h.input(frame(head)).is_empty(), "partial message waits");
+    assert!(has(&h.input(frame(tail)), is_permit_request));
     h.input(Input::PermitGranted);
     let ready = compress(&format!(
         r#"{{"op":0,"s":1,"t":"READY","d":{{"v":10,"session_id":"z","resume_gateway_url":"{}","guilds":[]}}}}"#,
         crate::harness::RESUME_URL
     ));
-    h.input(Input::Frame(&ready));
+    h.input(frame(&ready));
     assert_eq!(h.state(), StateKind::Ready);
 }

@@ -9,7 +9,7 @@ use shardkeeper_session::{
     Action, ClientPayload, Command, Input, SEND_BUDGET, SEND_WINDOW, ShardSession,
 };
 
-use crate::harness::{RESUME_URL, config, shard, stored};
+use crate::harness::{RESUME_URL, config, frame, shard, stored};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -83,7 +83,7 @@ impl Checker {
     }
 
     fn frame(&mut self, json: &str) {
-        self.session.handle(self.now, Input::Frame(json.as_bytes()));
+        self.session.handle(self.now, frame(json.as_bytes()));
     }
 
     fn dispatch(&mut self, t: &str, d: &str) {
@@ -111,7 +111,7 @@ impl Checker {
             Step::Reconnect => self.frame(r#"{"op":7,"d":null}"#),
             Step::InvalidSession(b) => self.frame(&format!(r#"{{"op":9,"d":{b}}}"#)),
             Step::Closed(code) => self.session.handle(self.now, Input::Closed(*code)),
-            Step::Bytes(bytes) => self.session.handle(self.now, Input::Frame(bytes)),
+            Step::Bytes(bytes) => self.session.handle(self.now, frame(bytes)),
             Step::Wait(ms) => self.now += Duration::from_millis(*ms),
             Step::Timer => {
                 if let Some(at) = self.session.poll_timeout() {
