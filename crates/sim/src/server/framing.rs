@@ -5,10 +5,18 @@ use shardkeeper_protocol::Compression;
 use tokio_tungstenite::tungstenite::Message;
 use zstd::stream::raw::{Encoder as ZstdEncoder, InBuffer, Operation, OutBuffer};
 
+/// The zlib header (deflate, 32 KiB window, fastest level) that opens a zlib-stream.
+const ZLIB_HEADER: [u8; 2] = [0x78, 0x01];
+
 /// Turns JSON frames into WebSocket messages for the connection's `compress` setting.
 pub(crate) enum Encoder {
     Plain,
-    Zlib(Box<Compress>),
+    /// Raw deflate after a header written by hand: a gateway stream never ends, so the
+    /// Adler-32 trailer is never due, and zlib would checksum every byte sent for it.
+    Zlib {
+        compress: Box<Compress>,
+        header_sent: bool,
+    },
     Zstd(Box<ZstdEncoder<'static>>),
 }
 
@@ -16,7 +24,10 @@ impl Encoder {
     pub(crate) fn new(compression: Compression) -> Self {
         match compression {
             Compression::None => Self::Plain,
-            Compression::ZlibStream => Self::Zlib(Box::new(Compress::new(Level::fast(), true))),
+            Compression::ZlibStream => Self::Zlib {
+                compress: Box::new(Compress::new(Level::fast(), false)),
+                header_sent: false,
+            },
             Compression::ZstdStream => match ZstdEncoder::new(3) {
                 Ok(encoder) => Self::Zstd(Box::new(encoder)),
                 Err(err) => {
@@ -31,14 +42,26 @@ impl Encoder {
     pub(crate) fn encode(&mut self, json: &str) -> std::io::Result<Message> {
         match self {
             Self::Plain => Ok(Message::text(json)),
-            Self::Zlib(compress) => deflate(compress, json.as_bytes()).map(Message::binary),
+            Self::Zlib {
+                compress,
+                header_sent,
+            } => {
+                let mut out = Vec::with_capacity(json.len() / 2 + 64);
+                if !std::mem::replace(header_sent, true) {
+                    out.extend_from_slice(&ZLIB_HEADER);
+                }
+                deflate(compress, json.as_bytes(), out).map(Message::binary)
+            }
             Self::Zstd(encoder) => zstd_frame(encoder, json.as_bytes()).map(Message::binary),
         }
     }
 }
 
-fn deflate(compress: &mut Compress, mut input: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len() / 2 + 64);
+fn deflate(
+    compress: &mut Compress,
+    mut input: &[u8],
+    mut out: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
     loop {
         if out.len() == out.capacity() {
             out.reserve(out.capacity().max(256));
