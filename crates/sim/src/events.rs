@@ -11,6 +11,8 @@ use serde_json::json;
 const SNOWFLAKE_BASE: u64 = 24_000_000_000;
 /// Members are numbered from this user id.
 const FIRST_MEMBER_ID: u64 = 900_000_000_000_000_000;
+/// Padding of MESSAGE_CREATE bodies, appended a run at a time.
+const RUN: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 /// Discord's chunk size for GUILD_MEMBERS_CHUNK.
 const MEMBERS_PER_CHUNK: usize = 1000;
 
@@ -149,7 +151,6 @@ pub(crate) fn message_create(guild: u64, n: u64, body_bytes: usize) -> String {
     );
     let pad = body_bytes.saturating_sub(d.len() + 2);
     // Whole runs at a time: the simulator writes hundreds of thousands of these a second.
-    const RUN: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
     d.reserve(pad + 2);
     for _ in 0..pad / RUN.len() {
         d.push_str(RUN);
