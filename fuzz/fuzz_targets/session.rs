@@ -2,21 +2,26 @@
 //! and never sends IDENTIFY without a permit or a frame over 4096 bytes.
 #![no_main]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use shardkeeper_protocol::{Compression, ShardId, Token};
 use shardkeeper_session::{Action, Command, Input, SessionConfig, ShardSession};
 
 fuzz_target!(|data: &[u8]| {
     let Some(shard) = ShardId::new(0, 1) else { return };
-    let mut config = SessionConfig::new(shard, Token::new("fuzz"), "ws://gateway.test");
+    let mut config = SessionConfig::new(Token::new("fuzz"), "ws://gateway.test");
     config.compression = Compression::None;
-    let mut session = ShardSession::new(config, None, 1);
+    let mut session = ShardSession::new(shard, Arc::new(config), None, 1);
     let mut now = Instant::now();
     let _ = session.command(now, Command::Start);
     session.handle(now, Input::Opened);
-    session.handle(now, Input::Frame(br#"{"op":10,"d":{"heartbeat_interval":1000}}"#));
+    session.handle(
+        now,
+        Input::Frame(Bytes::from_static(br#"{"op":10,"d":{"heartbeat_interval":1000}}"#)),
+    );
     let mut permits = 0u32;
     let mut granted = 0u32;
     for chunk in data.split(|b| *b == b'\n') {
@@ -31,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Some(b'C') => session.handle(now, Input::Closed(chunk.get(1).map(|c| 4000 + u16::from(*c % 20)))),
             Some(b'O') => session.handle(now, Input::Opened),
-            _ => session.handle(now, Input::Frame(chunk)),
+            _ => session.handle(now, Input::Frame(Bytes::copy_from_slice(chunk))),
         }
         let mut identifies = 0;
         while let Some(action) = session.poll_action() {

@@ -7,7 +7,10 @@ use shardkeeper_protocol::{EventName, RawJson};
 use shardkeeper_session::Dispatch;
 
 /// One dispatch received by one shard. `d` is byte-for-byte what Discord sent, sharing
-/// the memory of the frame it came in, so a clone costs a reference count.
+/// the memory of the frame it came in, so a clone costs a reference count. That memory
+/// is a block of recent documents (64 KiB, or the size of a larger document): an event
+/// kept for long keeps its block; keep a copy of `d` instead
+/// (`RawJson::parse(event.d.get())`) to hold only the body.
 #[derive(Clone)]
 pub struct Event {
     /// Shard id.
