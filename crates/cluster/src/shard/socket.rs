@@ -200,16 +200,18 @@ async fn read_frames(mut stream: SplitStream<Ws>, addr: Addr<Shard>, epoch: u64)
             }
         }
         let ended = items.last().is_some_and(Option::is_none);
-        if addr.send(Inbound { epoch, items }).await.is_err() || ended {
+        // Boxed: actix's request future (with its optional timeout timer) would otherwise
+        // take a few hundred bytes of every connection's task cell, idle or not, for the
+        // moment a batch is with the actor.
+        if Box::pin(addr.send(Inbound { epoch, items })).await.is_err() || ended {
             return;
         }
     }
-    let _ = addr
-        .send(Inbound {
-            epoch,
-            items: vec![None],
-        })
-        .await;
+    let _ = Box::pin(addr.send(Inbound {
+        epoch,
+        items: vec![None],
+    }))
+    .await;
 }
 
 /// Writes queued frames in order until the channel closes; true once a close frame is
@@ -220,7 +222,9 @@ async fn write_frames(
 ) -> bool {
     while let Some((message, report)) = rx.next().await {
         let closing = matches!(message, Message::Close(_));
-        let sent = sink.send(message).await;
+        // Boxed for the same reason as the actor request in `read_frames`: frames go out
+        // now and then, the task cell is there all the time.
+        let sent = Box::pin(sink.send(message)).await;
         if let Some(report) = report {
             report.written();
         }
