@@ -36,10 +36,7 @@ impl RawJson {
     pub(crate) fn checked(document: Option<&ByteString>, text: &str) -> Self {
         let part = text.as_bytes().as_ptr_range();
         match document {
-            Some(document)
-                if document.as_bytes().as_ptr_range().start <= part.start
-                    && part.end <= document.as_bytes().as_ptr_range().end =>
-            {
+            Some(document) if contains(&document.as_bytes().as_ptr_range(), &part) => {
                 Self(document.slice_ref(text))
             }
             _ => Self(text.into()),
@@ -51,6 +48,11 @@ impl RawJson {
     pub fn get(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether the byte range `part` lies within `whole`.
+fn contains(whole: &std::ops::Range<*const u8>, part: &std::ops::Range<*const u8>) -> bool {
+    whole.start <= part.start && part.end <= whole.end
 }
 
 impl fmt::Debug for RawJson {
