@@ -67,10 +67,7 @@ impl<'a> Envelope<'a> {
     /// any other member are checked against the JSON grammar and skipped. Any byte
     /// sequence is accepted without panicking.
     pub fn parse(frame: &'a [u8]) -> Result<Self, EnvelopeError> {
-        let text = std::str::from_utf8(frame).map_err(|err| JsonError {
-            at: err.valid_up_to(),
-            what: "invalid UTF-8",
-        })?;
+        let text = std::str::from_utf8(frame).map_err(JsonError::from)?;
         Self::parse_str(text)
     }
 

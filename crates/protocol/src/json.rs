@@ -77,6 +77,15 @@ pub struct JsonError {
     pub what: &'static str,
 }
 
+impl From<std::str::Utf8Error> for JsonError {
+    fn from(err: std::str::Utf8Error) -> Self {
+        Self {
+            at: err.valid_up_to(),
+            what: "invalid UTF-8",
+        }
+    }
+}
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 

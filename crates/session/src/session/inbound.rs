@@ -10,7 +10,7 @@ use rand::Rng;
 use shardkeeper_protocol::payload::{
     Hello, Identify, IdentifyProperties, PresenceUpdate, Ready, Resume, UnavailableGuild,
 };
-use shardkeeper_protocol::{Envelope, OpCode, Outbound, RawJson};
+use shardkeeper_protocol::{Envelope, EnvelopeError, JsonError, OpCode, Outbound, RawJson};
 
 use super::{Presence, ShardSession};
 use crate::heartbeat::Heartbeat;
@@ -55,10 +55,7 @@ impl Inbound {
         let text = match ByteString::try_from(document) {
             Ok(text) => text,
             Err(err) => {
-                return Self::Garbage(format!(
-                    "malformed gateway payload: invalid UTF-8 at byte {}",
-                    err.valid_up_to()
-                ));
+                return Self::Garbage(EnvelopeError::from(JsonError::from(err)).to_string());
             }
         };
         let env = match Envelope::parse_str(&text) {

@@ -285,6 +285,22 @@ fn garbage_frames_reconnect_and_resume() {
 }
 
 #[test]
+fn a_frame_that_is_not_utf8_is_garbage_with_its_position() {
+    let mut h = Harness::new();
+    h.identify_to_ready();
+    let actions = h.input(frame(b"{\"op\":11,\"d\":\"\xff\"}"));
+    let detail = actions.iter().find_map(|a| match a {
+        Action::Notice(Notice::ProtocolError { detail }) => Some(detail.as_str()),
+        _ => None,
+    });
+    assert_eq!(
+        detail,
+        Some("malformed gateway payload: invalid UTF-8 at byte 14")
+    );
+    assert_eq!(closes(&actions), [4000]);
+}
+
+#[test]
 fn hello_timeout_reconnects() {
     let mut h = Harness::new();
     h.start();
