@@ -217,25 +217,28 @@ fn run(name: &str, shared: &Shared, mut target: impl Target) {
                 batch = String::with_capacity(BATCH_BYTES);
             }
         }
-        if !flushes.is_empty() {
+        let barrier = !flushes.is_empty();
+        if barrier {
             if let Err(err) = target.sync() {
                 tracing::warn!(sink = name, %err, "event sink cannot sync");
             }
             for ack in flushes {
                 let _ = ack.send(());
             }
-        } else if closed {
+        }
+        if closed {
             return;
-        } else if events == 0 {
+        }
+        if barrier {
+            continue;
+        }
+        if events == 0 {
             // Woken by the first line of an empty buffer, a barrier or the close.
             std::thread::park();
         } else if !full {
             // While events flow, let the next ones gather: a parked writer has to be
             // woken (a futex call on a shard's thread) for every event.
             std::thread::sleep(LINGER);
-        }
-        if closed {
-            return;
         }
     }
 }
