@@ -1,6 +1,7 @@
 //! The shard's WebSocket: connecting, the connection task that hands frames to the actor
 //! in batches and writes what the actor queues, and closing.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -200,18 +201,29 @@ async fn read_frames(mut stream: SplitStream<Ws>, addr: Addr<Shard>, epoch: u64)
             }
         }
         let ended = items.last().is_some_and(Option::is_none);
-        // Boxed: actix's request future (with its optional timeout timer) would otherwise
-        // take a few hundred bytes of every connection's task cell, idle or not, for the
-        // moment a batch is with the actor.
-        if Box::pin(addr.send(Inbound { epoch, items })).await.is_err() || ended {
+        if hand_over(&addr, Inbound { epoch, items }).await.is_err() || ended {
             return;
         }
     }
-    let _ = Box::pin(addr.send(Inbound {
-        epoch,
-        items: vec![None],
-    }))
+    let _ = hand_over(
+        &addr,
+        Inbound {
+            epoch,
+            items: vec![None],
+        },
+    )
     .await;
+}
+
+/// Hands a batch to the actor; the request resolves once it is handled. Boxed, and not
+/// an `async fn`: actix's request future (with its optional timeout timer) would
+/// otherwise take a few hundred bytes of every connection's task cell, idle or not, for
+/// the moment a batch is with the actor.
+fn hand_over(
+    addr: &Addr<Shard>,
+    inbound: Inbound,
+) -> Pin<Box<actix::dev::Request<Shard, Inbound>>> {
+    Box::pin(addr.send(inbound))
 }
 
 /// Writes queued frames in order until the channel closes; true once a close frame is
@@ -222,7 +234,7 @@ async fn write_frames(
 ) -> bool {
     while let Some((message, report)) = rx.next().await {
         let closing = matches!(message, Message::Close(_));
-        // Boxed for the same reason as the actor request in `read_frames`: frames go out
+        // Boxed for the same reason as the actor request in `hand_over`: frames go out
         // now and then, the task cell is there all the time.
         let sent = Box::pin(sink.send(message)).await;
         if let Some(report) = report {
