@@ -3,6 +3,7 @@
 //! the cluster's alone (read from `/proc`).
 
 mod chaos;
+mod floor;
 mod harness;
 mod scenarios;
 

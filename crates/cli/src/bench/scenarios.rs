@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use shardkeeper_protocol::Compression;
 use shardkeeper_sim::SimConfig;
 
+use super::floor;
 use super::harness::{BenchSim, RunSpec, Scratch, Shardkeeper, wait_until};
 
 const COMPRESSIONS: [Compression; 3] = [
@@ -139,15 +140,23 @@ fn median(values: &[f64]) -> f64 {
 
 /// Events per second delivered to a file sink, and CPU seconds per million events, of
 /// one cluster over `seconds` at the simulator's full rate.
-fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<(f64, f64)> {
-    let sim = BenchSim::start(SimConfig {
-        shards: 16,
-        max_concurrency: 16,
+/// Shards of the throughput scenario.
+const FLOOD_SHARDS: u32 = 16;
+
+/// A simulator pushing 512-byte events to [`FLOOD_SHARDS`] shards as fast as it can.
+fn flood_sim() -> anyhow::Result<BenchSim> {
+    BenchSim::start(SimConfig {
+        shards: FLOOD_SHARDS,
+        max_concurrency: FLOOD_SHARDS,
         identify_window: Duration::from_millis(100),
         events_per_sec: 100_000.0,
         event_body_bytes: 512,
         ..SimConfig::default()
-    })?;
+    })
+}
+
+fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<Measured> {
+    let sim = flood_sim()?;
     let dir = Scratch::new("throughput")?;
     let events = dir.join("events.ndjson");
     let sinks = format!(r#"["file:{}"]"#, events.display());
@@ -156,7 +165,7 @@ fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<(f6
         spec(&dir, Duration::from_millis(100), compression, &sinks),
     )?;
     wait_until("every shard ready", Duration::from_secs(60), || {
-        sim.ready() == 16
+        sim.ready() == FLOOD_SHARDS as usize
     })?;
     std::thread::sleep(Duration::from_secs(1));
     let mut file = std::fs::File::open(&events)?;
@@ -173,22 +182,72 @@ fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<(f6
     ))
 }
 
+/// The same load read by bare connections ([`floor::transport_once`]).
+fn transport_floor_once(compression: Compression, seconds: u64) -> anyhow::Result<Measured> {
+    let sim = flood_sim()?;
+    floor::transport_once(&sim, FLOOD_SHARDS, compression, seconds)
+}
+
+/// One run's rate and CPU seconds per million.
+type Measured = (f64, f64);
+
+/// The medians of several runs, and the runs.
+struct Medians {
+    rate: f64,
+    cost: f64,
+    runs: Vec<Measured>,
+}
+
+impl Medians {
+    fn of(
+        runs: usize,
+        mut measure: impl FnMut() -> anyhow::Result<Measured>,
+    ) -> anyhow::Result<Self> {
+        let runs = (0..runs.max(1))
+            .map(|_| measure())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rates: Vec<f64> = runs.iter().map(|m| m.0).collect();
+        let costs: Vec<f64> = runs.iter().map(|m| m.1).collect();
+        Ok(Self {
+            rate: median(&rates),
+            cost: median(&costs),
+            runs,
+        })
+    }
+}
+
 /// 16 shards at the simulator's full rate per compression, `runs` times each: the
 /// medians, and every run in the JSON (the simulator shares the cores, so runs vary).
+/// Each compression also gets its transport floor: the same load read by bare
+/// tokio-tungstenite connections that only decode.
 pub(crate) fn throughput(seconds: u64, runs: usize) -> anyhow::Result<Value> {
     let mut results = Vec::new();
     for compression in COMPRESSIONS {
-        let measured = (0..runs.max(1))
-            .map(|_| throughput_once(compression, seconds))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let rates: Vec<f64> = measured.iter().map(|m| m.0).collect();
-        let costs: Vec<f64> = measured.iter().map(|m| m.1).collect();
-        let (rate, cost) = (median(&rates), median(&costs));
+        let cluster = Medians::of(runs, || throughput_once(compression, seconds))?;
         println!(
-            "| throughput | 16 shards, {compression} | {rate:.0} events/s to file | {cost:.2} CPU s per million events | median of {} |",
-            measured.len()
+            "| throughput | {FLOOD_SHARDS} shards, {compression} | {:.0} events/s to file | {:.2} CPU s per million events | median of {} |",
+            cluster.rate,
+            cluster.cost,
+            cluster.runs.len()
         );
-        results.push(json!({"compression": compression.name(), "events_per_s": rate, "cpu_s_per_million": cost, "runs": measured}));
+        let floor = Medians::of(runs, || transport_floor_once(compression, seconds))?;
+        println!(
+            "| transport floor | {FLOOD_SHARDS} bare tokio-tungstenite readers, {compression}, decode only | {:.0} messages/s read | {:.2} CPU s per million messages | median of {} |",
+            floor.rate,
+            floor.cost,
+            floor.runs.len()
+        );
+        results.push(json!({
+            "compression": compression.name(),
+            "events_per_s": cluster.rate,
+            "cpu_s_per_million": cluster.cost,
+            "runs": cluster.runs,
+            "transport_floor": {
+                "messages_per_s": floor.rate,
+                "cpu_s_per_million": floor.cost,
+                "runs": floor.runs,
+            },
+        }));
     }
     Ok(Value::Array(results))
 }
@@ -293,7 +352,7 @@ pub(crate) fn latency(seconds: u64) -> anyhow::Result<Value> {
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     wait_until("every shard ready", Duration::from_secs(60), || {
-        sim.ready() == 16
+        sim.ready() == FLOOD_SHARDS as usize
     })?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut samples: Vec<f64> = Vec::new();
