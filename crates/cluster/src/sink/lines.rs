@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use crate::Event;
 use crate::sink::{Delivery, EventSink};
@@ -23,9 +24,11 @@ const QUEUE: usize = 8_192;
 /// always fits).
 const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// How long the writer waits for more lines after writing a partial batch.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(250);
+const LINGER: Duration = Duration::from_micros(250);
 /// A write of at least this many bytes is a full batch: the writer goes straight on.
 const BATCH_BYTES: usize = 256 * 1024;
+/// How long after the last full batch the writer keeps a buffer grown past four batches.
+const SHRINK_AFTER: Duration = Duration::from_secs(1);
 
 /// Lines one thread appended since the writer last took them.
 #[derive(Default)]
@@ -189,6 +192,7 @@ fn run(name: &str, shared: &Shared, mut target: impl Target) {
     // Buffers take turns: the shards fill theirs while this thread writes this one.
     let mut batch = String::with_capacity(BATCH_BYTES);
     let mut failed = false;
+    let mut last_full = Instant::now();
     loop {
         // Barriers and the close first: every line delivered before them is in a buffer
         // taken below.
@@ -212,10 +216,6 @@ fn run(name: &str, shared: &Shared, mut target: impl Target) {
             }
             failed = written.is_err();
             batch.clear();
-            // A burst (a large GUILD_CREATE backlog) does not pin its buffer for good.
-            if batch.capacity() > 4 * BATCH_BYTES {
-                batch = String::with_capacity(BATCH_BYTES);
-            }
         }
         let barrier = !flushes.is_empty();
         if barrier {
@@ -232,9 +232,24 @@ fn run(name: &str, shared: &Shared, mut target: impl Target) {
         if barrier {
             continue;
         }
+        if full {
+            last_full = Instant::now();
+        }
         if events == 0 {
-            // Woken by the first line of an empty buffer, a barrier or the close.
-            std::thread::park();
+            // A burst's oversized buffer (a large GUILD_CREATE backlog, a writer
+            // descheduled under load) goes back once no full batch came for a while: freed
+            // while events still flow, it would be grown again page by page — a page fault
+            // and a copy per doubling, for every pass of the writer.
+            let oversized = batch.capacity() > 4 * BATCH_BYTES;
+            if oversized && last_full.elapsed() >= SHRINK_AFTER {
+                batch = String::with_capacity(BATCH_BYTES);
+                std::thread::park();
+            } else if oversized {
+                std::thread::park_timeout(SHRINK_AFTER);
+            } else {
+                // Woken by the first line of an empty buffer, a barrier or the close.
+                std::thread::park();
+            }
         } else if !full {
             // While events flow, let the next ones gather: a parked writer has to be
             // woken (a futex call on a shard's thread) for every event.
@@ -288,6 +303,7 @@ mod tests {
 
     use std::sync::mpsc::{self, Receiver};
     use std::sync::{Mutex, PoisonError};
+    use std::time::{Duration, Instant};
 
     use super::{LineSink, QUEUE, Target};
     use crate::Event;
@@ -386,13 +402,10 @@ mod tests {
         drop(sink);
         permit.send(()).expect("writer alive");
         let last = event(accepted + 1).to_line() + "\n";
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !written.lock().expect("lock").ends_with(last.as_bytes()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the last line was lost"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(Instant::now() < deadline, "the last line was lost");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
