@@ -161,14 +161,14 @@ impl Metrics {
             .register(name, help, metric);
     }
 
-    /// Counts one dispatch named `t`.
-    pub(crate) fn event(&self, t: &EventName) {
+    /// Counts `n` dispatches named `t`.
+    pub(crate) fn events(&self, t: &EventName, n: u64) {
         let labels = || EventLabels { t: t.to_string() };
         match t.known_index().and_then(|i| self.known_events.get(i)) {
             Some(slot) => slot
                 .get_or_init(|| self.events.get_or_create(&labels()).clone())
-                .inc(),
-            None => self.events.get_or_create(&labels()).inc(),
+                .inc_by(n),
+            None => self.events.get_or_create(&labels()).inc_by(n),
         };
     }
 
@@ -239,13 +239,14 @@ mod tests {
     fn events_are_counted_by_name_documented_or_not() {
         let metrics = Metrics::new();
         for t in ["READY", "MESSAGE_CREATE", "MESSAGE_CREATE", "SOMETHING_NEW"] {
-            metrics.event(&EventName::new(t));
+            metrics.events(&EventName::new(t), 1);
         }
-        metrics.event(&EventName::new("SOMETHING_NEW"));
+        metrics.events(&EventName::new("SOMETHING_NEW"), 1);
+        metrics.events(&EventName::new("MESSAGE_CREATE"), 40);
         let text = metrics.render(&[], 0, 1000, Duration::ZERO, false);
         for line in [
             r#"shardkeeper_events_total{t="READY"} 1"#,
-            r#"shardkeeper_events_total{t="MESSAGE_CREATE"} 2"#,
+            r#"shardkeeper_events_total{t="MESSAGE_CREATE"} 42"#,
             r#"shardkeeper_events_total{t="SOMETHING_NEW"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use shardkeeper_protocol::payload::RequestGuildMembers;
-use shardkeeper_protocol::{CloseCode, OpCode};
+use shardkeeper_protocol::{CloseCode, EventName, OpCode};
 use shardkeeper_session::{
     Action, ClientPayload, Command, CommandError, Input, Notice, ResumeInfo, ShardSession,
 };
@@ -90,6 +90,9 @@ pub(crate) struct Shard {
     backlog: VecDeque<Deferred>,
     /// The newest session position, written to the store at the end of the batch.
     persist: Option<ResumeInfo>,
+    /// Dispatches of one name in a row not yet added to the metrics: every shard thread
+    /// counts into the same counters, so a batch adds once instead of once per event.
+    counted: Option<(EventName, u64)>,
 }
 
 impl Shard {
@@ -111,6 +114,7 @@ impl Shard {
             published: shardkeeper_session::SessionStats::default(),
             backlog: VecDeque::new(),
             persist: None,
+            counted: None,
         }
     }
 
@@ -133,6 +137,9 @@ impl Shard {
     /// What is done once per batch of inputs rather than per input: the coalesced store
     /// write, the registry snapshot and metrics, the timer.
     fn settle(&mut self, ctx: &mut Context<Self>) {
+        if let Some((t, n)) = self.counted.take() {
+            self.params.metrics.events(&t, n);
+        }
         if let Some(info) = self.persist.take() {
             self.params
                 .store
@@ -140,6 +147,18 @@ impl Shard {
         }
         self.publish();
         self.rearm(ctx);
+    }
+
+    /// Counts a dispatch towards the metrics at the end of the batch.
+    fn count(&mut self, t: &EventName) {
+        match &mut self.counted {
+            Some((name, n)) if name == t => *n += 1,
+            counted => {
+                if let Some((name, n)) = counted.replace((t.clone(), 1)) {
+                    self.params.metrics.events(&name, n);
+                }
+            }
+        }
     }
 
     fn perform(&mut self, ctx: &mut Context<Self>, action: Action) {
@@ -175,7 +194,7 @@ impl Shard {
                 if !self.members.is_empty() {
                     self.members.observe(&event);
                 }
-                self.params.metrics.event(&event.t);
+                self.count(&event.t);
                 let all = self.params.sinks.all();
                 self.in_order(Deferred::Emit(event, all));
             }

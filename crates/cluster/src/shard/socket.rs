@@ -189,7 +189,8 @@ fn socket_config() -> WebSocketConfig {
 /// TCP slows the gateway down. Timers keep running in the actor, so heartbeats go on.
 async fn read_frames(mut stream: SplitStream<Ws>, addr: Addr<Shard>, epoch: u64) {
     while let Some(first) = stream.next().await {
-        let mut items = vec![Some(first)];
+        let mut items = Vec::with_capacity(READ_BATCH);
+        items.push(Some(first));
         while items.len() < READ_BATCH {
             match stream.next().now_or_never() {
                 Some(Some(item)) => items.push(Some(item)),
