@@ -10,7 +10,7 @@ use zstd::stream::raw::{Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
 use crate::API_VERSION;
 
 /// The 4-byte `Z_SYNC_FLUSH` suffix that ends every zlib-stream gateway message.
-const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+pub const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// Growth step of the output buffer while inflating (it grows by half its size beyond
 /// that), small so that a thousand idle connections do not each hold a large buffer.

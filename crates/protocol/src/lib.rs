@@ -40,7 +40,7 @@ mod token;
 
 pub use close::CloseCode;
 pub use compression::{
-    Compression, DEFAULT_DOCUMENT_LIMIT, DecodeError, Decoder, gateway_connect_url,
+    Compression, DEFAULT_DOCUMENT_LIMIT, DecodeError, Decoder, ZLIB_SUFFIX, gateway_connect_url,
 };
 pub use envelope::{Envelope, EnvelopeError, MAX_OUTBOUND_BYTES, Outbound, OutboundError, Raw};
 pub use event_name::EventName;

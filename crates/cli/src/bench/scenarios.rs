@@ -138,8 +138,6 @@ fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-/// Events per second delivered to a file sink, and CPU seconds per million events, of
-/// one cluster over `seconds` at the simulator's full rate.
 /// Shards of the throughput scenario.
 const FLOOD_SHARDS: u32 = 16;
 
@@ -155,6 +153,8 @@ fn flood_sim() -> anyhow::Result<BenchSim> {
     })
 }
 
+/// Events per second delivered to a file sink, and CPU seconds per million events, of
+/// one cluster over `seconds` at the simulator's full rate.
 fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<Measured> {
     let sim = flood_sim()?;
     let dir = Scratch::new("throughput")?;
@@ -216,7 +216,7 @@ impl Medians {
     }
 }
 
-/// 16 shards at the simulator's full rate per compression, `runs` times each: the
+/// [`FLOOD_SHARDS`] shards at the simulator's full rate per compression, `runs` times each: the
 /// medians, and every run in the JSON (the simulator shares the cores, so runs vary).
 /// Each compression also gets its transport floor: the same load read by bare
 /// tokio-tungstenite connections that only decode.
@@ -326,9 +326,10 @@ pub(crate) fn memory(
 
 /// Time from the simulator writing an event to its line arriving on our end of stdout.
 pub(crate) fn latency(seconds: u64) -> anyhow::Result<Value> {
+    const SHARDS: u32 = 16;
     let sim = BenchSim::start(SimConfig {
-        shards: 16,
-        max_concurrency: 16,
+        shards: SHARDS,
+        max_concurrency: SHARDS,
         identify_window: Duration::from_millis(100),
         events_per_sec: 50.0,
         ..SimConfig::default()
@@ -352,7 +353,7 @@ pub(crate) fn latency(seconds: u64) -> anyhow::Result<Value> {
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     wait_until("every shard ready", Duration::from_secs(60), || {
-        sim.ready() == FLOOD_SHARDS as usize
+        sim.ready() == SHARDS as usize
     })?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut samples: Vec<f64> = Vec::new();
@@ -383,7 +384,7 @@ pub(crate) fn latency(seconds: u64) -> anyhow::Result<Value> {
     };
     let (p50, p99) = (pick(0.50), pick(0.99));
     println!(
-        "| latency | 16 shards × 50 events/s, zlib-stream, stdout | p50 {p50:.2} ms | p99 {p99:.2} ms | {} samples |",
+        "| latency | {SHARDS} shards × 50 events/s, zlib-stream, stdout | p50 {p50:.2} ms | p99 {p99:.2} ms | {} samples |",
         samples.len()
     );
     Ok(json!({"p50_ms": p50, "p99_ms": p99, "samples": samples.len()}))

@@ -1,6 +1,6 @@
 //! Server-side transport compression: one compressor per connection.
 
-use shardkeeper_protocol::Compression;
+use shardkeeper_protocol::{Compression, ZLIB_SUFFIX};
 use tokio_tungstenite::tungstenite::Message;
 use zlib_rs::{Deflate, DeflateFlush};
 use zstd::stream::raw::{Encoder as ZstdEncoder, InBuffer, Operation, OutBuffer};
@@ -16,9 +16,6 @@ const ZLIB_LEVEL: i32 = 1;
 
 /// A 32 KiB window, as Discord's stream has.
 const ZLIB_WINDOW_BITS: u8 = 15;
-
-/// The empty stored block a sync flush ends with: the end of one gateway message.
-const SYNC_FLUSH_TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 
 /// Turns JSON frames into WebSocket messages for the connection's `compress` setting.
 pub(crate) enum Encoder {
@@ -82,7 +79,7 @@ fn deflate(compress: &mut Deflate, mut input: &[u8], mut out: Vec<u8>) -> std::i
         out.truncate(written + produced);
         let consumed = usize::try_from(compress.total_in() - before_in).unwrap_or(input.len());
         input = &input[consumed.min(input.len())..];
-        if input.is_empty() && produced < room && out.ends_with(&SYNC_FLUSH_TAIL) {
+        if input.is_empty() && produced < room && out.ends_with(&ZLIB_SUFFIX) {
             return Ok(out);
         }
     }
