@@ -102,7 +102,22 @@ impl Shardkeeper {
 
     /// User + system CPU seconds so far.
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+        cpu_seconds(Path::new(&format!("/proc/{}/stat", self.child.id())))
+    }
+
+    /// User + system CPU seconds so far of the threads whose name starts with `prefix`.
+    pub(crate) fn threads_cpu_seconds(&self, prefix: &str) -> f64 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()));
+        tasks
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| name.starts_with(prefix))
+            })
+            .map(|task| cpu_seconds(&task.path().join("stat")))
+            .sum()
     }
 
     /// Resident memory in KiB.
@@ -125,11 +140,11 @@ impl Drop for Shardkeeper {
 
 /// User + system CPU seconds of the calling thread so far.
 pub(crate) fn thread_cpu_seconds() -> f64 {
-    cpu_seconds("/proc/thread-self/stat")
+    cpu_seconds(Path::new("/proc/thread-self/stat"))
 }
 
 /// User + system CPU seconds from a `/proc/…/stat` file.
-fn cpu_seconds(path: &str) -> f64 {
+fn cpu_seconds(path: &Path) -> f64 {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat
@@ -206,5 +221,34 @@ impl Drop for Scratch {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::{Shardkeeper, wait_until};
+
+    #[test]
+    fn cpu_is_read_for_the_process_and_for_its_threads_by_name() {
+        let child = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh starts");
+        let busy = Shardkeeper { child };
+        // However loaded the machine, the loop gets its fifth of a second in time.
+        wait_until("the loop to use CPU", Duration::from_secs(30), || {
+            busy.cpu_seconds() >= 0.2
+        })
+        .expect("the loop runs");
+        let (process, named, unnamed) = (
+            busy.cpu_seconds(),
+            busy.threads_cpu_seconds("sh"),
+            busy.threads_cpu_seconds("no-such-thread"),
+        );
+        assert!((named - process).abs() <= 0.05, "its one thread: {named} s");
+        assert!(unnamed.abs() < f64::EPSILON, "{unnamed}");
     }
 }

@@ -153,8 +153,12 @@ fn flood_sim() -> anyhow::Result<BenchSim> {
     })
 }
 
+/// Name (as `/proc` shows it) of a file sink's writer thread.
+const FILE_WRITER: &str = "sink-file:";
+
 /// Events per second delivered to a file sink, and CPU seconds per million events, of
-/// one cluster over `seconds` at the simulator's full rate.
+/// one cluster over `seconds` at the simulator's full rate (and of its file sink's
+/// writer thread alone).
 fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<Measured> {
     let sim = flood_sim()?;
     let dir = Scratch::new("throughput")?;
@@ -171,30 +175,53 @@ fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<Mea
     let mut file = std::fs::File::open(&events)?;
     let mut offset = 0;
     lines_since(&mut file, &mut offset);
-    let (cpu0, t0) = (run.cpu_seconds(), Instant::now());
+    let (cpu0, writer0, t0) = (
+        run.cpu_seconds(),
+        run.threads_cpu_seconds(FILE_WRITER),
+        Instant::now(),
+    );
     std::thread::sleep(Duration::from_secs(seconds));
     let delivered = lines_since(&mut file, &mut offset);
-    let (cpu, elapsed) = (run.cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    let (cpu, writer, elapsed) = (
+        run.cpu_seconds() - cpu0,
+        run.threads_cpu_seconds(FILE_WRITER) - writer0,
+        t0.elapsed().as_secs_f64(),
+    );
     run.stop("TERM")?;
-    Ok((
-        delivered as f64 / elapsed,
-        cpu / (delivered.max(1) as f64 / 1e6),
-    ))
+    let millions = delivered.max(1) as f64 / 1e6;
+    Ok(Measured {
+        rate: delivered as f64 / elapsed,
+        cost: cpu / millions,
+        writer: Some(writer / millions),
+    })
 }
 
 /// The same load read by bare connections ([`floor::transport_once`]).
 fn transport_floor_once(compression: Compression, seconds: u64) -> anyhow::Result<Measured> {
     let sim = flood_sim()?;
-    floor::transport_once(&sim, FLOOD_SHARDS, compression, seconds)
+    let (rate, cost) = floor::transport_once(&sim, FLOOD_SHARDS, compression, seconds)?;
+    Ok(Measured {
+        rate,
+        cost,
+        writer: None,
+    })
 }
 
-/// One run's rate and CPU seconds per million.
-type Measured = (f64, f64);
+/// One run: events (or messages) per second, CPU seconds per million of what was
+/// measured, and of its file sink's writer thread where it has one.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Measured {
+    rate: f64,
+    cost: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    writer: Option<f64>,
+}
 
 /// The medians of several runs, and the runs.
 struct Medians {
     rate: f64,
     cost: f64,
+    writer: Option<f64>,
     runs: Vec<Measured>,
 }
 
@@ -206,11 +233,13 @@ impl Medians {
         let runs = (0..runs.max(1))
             .map(|_| measure())
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let rates: Vec<f64> = runs.iter().map(|m| m.0).collect();
-        let costs: Vec<f64> = runs.iter().map(|m| m.1).collect();
+        let rates: Vec<f64> = runs.iter().map(|m| m.rate).collect();
+        let costs: Vec<f64> = runs.iter().map(|m| m.cost).collect();
+        let writers: Option<Vec<f64>> = runs.iter().map(|m| m.writer).collect();
         Ok(Self {
             rate: median(&rates),
             cost: median(&costs),
+            writer: writers.map(|w| median(&w)),
             runs,
         })
     }
@@ -225,9 +254,10 @@ pub(crate) fn throughput(seconds: u64, runs: usize) -> anyhow::Result<Value> {
     for compression in COMPRESSIONS {
         let cluster = Medians::of(runs, || throughput_once(compression, seconds))?;
         println!(
-            "| throughput | {FLOOD_SHARDS} shards, {compression} | {:.0} events/s to file | {:.2} CPU s per million events | median of {} |",
+            "| throughput | {FLOOD_SHARDS} shards, {compression} | {:.0} events/s to file | {:.2} CPU s per million events ({:.2} in the file writer thread) | median of {} |",
             cluster.rate,
             cluster.cost,
+            cluster.writer.unwrap_or_default(),
             cluster.runs.len()
         );
         let floor = Medians::of(runs, || transport_floor_once(compression, seconds))?;
@@ -241,6 +271,7 @@ pub(crate) fn throughput(seconds: u64, runs: usize) -> anyhow::Result<Value> {
             "compression": compression.name(),
             "events_per_s": cluster.rate,
             "cpu_s_per_million": cluster.cost,
+            "file_writer_cpu_s_per_million": cluster.writer,
             "runs": cluster.runs,
             "transport_floor": {
                 "messages_per_s": floor.rate,
