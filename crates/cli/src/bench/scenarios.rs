@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use shardkeeper_cluster::LineSink;
 use shardkeeper_protocol::Compression;
 use shardkeeper_sim::SimConfig;
 
@@ -153,9 +154,6 @@ fn flood_sim() -> anyhow::Result<BenchSim> {
     })
 }
 
-/// Name (as `/proc` shows it) of a file sink's writer thread.
-const FILE_WRITER: &str = "sink-file:";
-
 /// Events per second delivered to a file sink, and CPU seconds per million events, of
 /// one cluster over `seconds` at the simulator's full rate (and of its file sink's
 /// writer thread alone).
@@ -177,14 +175,14 @@ fn throughput_once(compression: Compression, seconds: u64) -> anyhow::Result<Mea
     lines_since(&mut file, &mut offset);
     let (cpu0, writer0, t0) = (
         run.cpu_seconds(),
-        run.threads_cpu_seconds(FILE_WRITER),
+        run.threads_cpu_seconds(LineSink::FILE_WRITER_THREAD),
         Instant::now(),
     );
     std::thread::sleep(Duration::from_secs(seconds));
     let delivered = lines_since(&mut file, &mut offset);
     let (cpu, writer, elapsed) = (
         run.cpu_seconds() - cpu0,
-        run.threads_cpu_seconds(FILE_WRITER) - writer0,
+        run.threads_cpu_seconds(LineSink::FILE_WRITER_THREAD) - writer0,
         t0.elapsed().as_secs_f64(),
     );
     run.stop("TERM")?;

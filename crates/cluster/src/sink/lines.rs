@@ -129,6 +129,10 @@ impl Target for Appending {
 }
 
 impl LineSink {
+    /// How the writer thread of a file sink is named (as `/proc/PID/task/*/comm` shows
+    /// it), for tools that measure it.
+    pub const FILE_WRITER_THREAD: &str = "sink-file:";
+
     /// Event lines on standard output (logs go to stderr).
     pub fn stdout() -> io::Result<Self> {
         Self::spawn("stdout".into(), Stdout)
@@ -354,6 +358,15 @@ mod tests {
         )
         .expect("written");
         let sink = LineSink::file(&path).expect("opens");
+        let threads = std::fs::read_dir("/proc/self/task").expect("tasks");
+        assert!(
+            threads.flatten().any(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| name.starts_with(LineSink::FILE_WRITER_THREAD))
+            }),
+            "a writer thread named {}…",
+            LineSink::FILE_WRITER_THREAD
+        );
         for seq in 1..=3 {
             assert_eq!(sink.deliver(&event(seq)), Delivery::Accepted);
         }
