@@ -358,6 +358,11 @@ mod tests {
         )
         .expect("written");
         let sink = LineSink::file(&path).expect("opens");
+        for seq in 1..=3 {
+            assert_eq!(sink.deliver(&event(seq)), Delivery::Accepted);
+        }
+        sink.flush();
+        // The thread names itself when it starts; it has written by now.
         let threads = std::fs::read_dir("/proc/self/task").expect("tasks");
         assert!(
             threads.flatten().any(|task| {
@@ -367,10 +372,6 @@ mod tests {
             "a writer thread named {}…",
             LineSink::FILE_WRITER_THREAD
         );
-        for seq in 1..=3 {
-            assert_eq!(sink.deliver(&event(seq)), Delivery::Accepted);
-        }
-        sink.flush();
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
