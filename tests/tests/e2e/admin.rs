@@ -243,7 +243,7 @@ async fn shard_routes_and_their_errors() {
     })
     .await;
     assert_eq!(env.sim.stats().identifies, 3);
-    env.assert_clean();
+    env.assert_clean().await;
     server.stop().await;
     env.stop().await;
 }
@@ -355,7 +355,7 @@ async fn presence_voice_members_and_malformed_bodies() {
         assert!((400..500).contains(&status), "{path} {body:.60}: {status}");
         assert!(answer["error"].is_string(), "{path}: {answer}");
     }
-    env.assert_clean();
+    env.assert_clean().await;
     server.stop().await;
     env.stop().await;
 }

@@ -40,8 +40,7 @@ async fn thirty_two_shards_identify_in_four_windows_without_violations() {
         );
     }
     assert_eq!(env.cluster.identify_status().map(|s| s.granted), Some(32));
-    env.delivered(Duration::from_secs(5)).await;
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 
@@ -68,7 +67,7 @@ async fn tls_gateway_and_rest_with_a_ca_file() {
     .await;
     env.all_ready(Duration::from_secs(10)).await;
     assert!(env.sim.gateway_url().starts_with("wss://"));
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 
@@ -88,8 +87,7 @@ async fn a_crashed_shard_actor_is_restarted_with_its_session() {
     assert_eq!(after.session_id, before.session_id, "same session, resumed");
     assert_eq!(after.identifies, 1);
     assert_eq!(env.sim.stats().identifies, 2);
-    env.delivered(Duration::from_secs(5)).await;
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 
@@ -172,7 +170,7 @@ async fn a_crash_looping_shard_is_quarantined_until_an_operator_starts_it() {
     env.cluster.start(0).await.expect("operator start");
     env.shard_state(0, ShardState::Ready, Duration::from_secs(5))
         .await;
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 
@@ -203,7 +201,7 @@ async fn sessions_the_gateway_drops_after_ready_are_not_a_crash_loop() {
         env.cluster.shard(1).map(|s| s.state),
         Some(ShardState::Ready)
     );
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 

@@ -69,8 +69,7 @@ async fn restart_stop_start() {
         env.cluster.restart(7, false).await,
         Err(ClusterError::NotOwned(7))
     ));
-    env.delivered(Duration::from_secs(5)).await;
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 
@@ -133,8 +132,7 @@ async fn presence_voice_and_members() {
         matches!(limited, Err(ClusterError::Members(MembersError::RateLimited { retry_after })) if retry_after > 25.0),
         "{limited:?}"
     );
-    env.delivered(Duration::from_secs(5)).await;
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 
@@ -149,7 +147,6 @@ async fn rolling_restart_resumes_every_shard() {
     env.all_ready(Duration::from_secs(5)).await;
     assert!(env.cluster.shards().iter().all(|s| s.resumes == 1));
     assert_eq!(env.sim.stats().identifies, 4);
-    env.delivered(Duration::from_secs(5)).await;
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }

@@ -51,8 +51,7 @@ async fn resumable_faults_resume_without_an_identify() {
             "{fault:?} spent an identify"
         );
     }
-    env.delivered(Duration::from_secs(5)).await;
-    env.assert_clean();
+    env.assert_clean().await;
     assert_eq!(env.cluster.shard(1).map(|s| s.resumes), Some(6));
     env.stop().await;
 }
@@ -68,8 +67,7 @@ async fn session_ending_faults_identify_through_the_coordinator() {
     ] {
         assert_eq!(recover(&env, fault.clone()).await, 1, "{fault:?}");
     }
-    env.delivered(Duration::from_secs(5)).await;
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 
@@ -84,7 +82,7 @@ async fn server_heartbeat_request_is_answered() {
         env.sim.stats().heartbeats > before
     })
     .await;
-    env.assert_clean();
+    env.assert_clean().await;
     assert_eq!(
         env.cluster.shard(0).map(|s| s.state),
         Some(ShardState::Ready)

@@ -15,6 +15,9 @@ use shardkeeper_sim::{Sim, SimConfig, SimHandle, Stats};
 
 pub(crate) const TOKEN: &str = "e2e-token";
 
+/// How long events already sent may take to reach the sinks.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
 /// One delivered event, as the sink saw it.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
@@ -143,23 +146,26 @@ impl Env {
         .await;
     }
 
-    /// Waits until the sinks caught up with every dispatch the simulator sent.
-    pub(crate) async fn delivered(&self, timeout: Duration) {
-        self.wait_for("sinks to catch up", timeout, |env| {
-            coverage(&env.sim.stats(), &env.events.lock().expect("log")).is_ok()
-        })
-        .await;
-    }
-
-    pub(crate) fn assert_clean(&self) {
-        let stats = self.sim.stats();
-        assert!(
-            stats.violations.is_empty(),
-            "violations: {:#?}",
-            stats.violations
-        );
-        if let Err(gap) = coverage(&stats, &self.events.lock().expect("log")) {
-            panic!("sequence coverage: {gap}");
+    /// Checks that the simulator saw no protocol violation and that the sinks delivered
+    /// every dispatch it sent, waiting up to `CATCH_UP` for those still on their way.
+    pub(crate) async fn assert_clean(&self) {
+        let deadline = Instant::now() + CATCH_UP;
+        loop {
+            let stats = self.sim.stats();
+            assert!(
+                stats.violations.is_empty(),
+                "violations: {:#?}",
+                stats.violations
+            );
+            let covered = coverage(&stats, &self.events.lock().expect("log"));
+            match covered {
+                Ok(()) => return,
+                Err(gap) => assert!(
+                    Instant::now() < deadline,
+                    "sequence coverage after {CATCH_UP:?}: {gap}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -40,8 +40,7 @@ async fn graceful_restart_resumes_every_shard_without_identifying() {
             .iter()
             .all(|s| s.resumes == 1 && s.identifies == 0)
     );
-    env.delivered(Duration::from_secs(5)).await;
-    env.assert_clean();
+    env.assert_clean().await;
     env.stop().await;
 }
 
