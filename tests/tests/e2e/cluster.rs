@@ -8,7 +8,7 @@ use shardkeeper_cluster::{
 use shardkeeper_protocol::Token;
 use shardkeeper_sim::{Fault, FaultTarget, RestFault, Sim, SimConfig, TlsConfig};
 
-use crate::harness::{Env, cluster_config, sim_config};
+use crate::harness::{Env, IDENTIFY_MARGIN_MS, cluster_config, sim_config};
 
 #[actix::test]
 async fn thirty_two_shards_identify_in_four_windows_without_violations() {
@@ -16,13 +16,14 @@ async fn thirty_two_shards_identify_in_four_windows_without_violations() {
     let env = Env::start(sim_config(32, 8)).await;
     env.all_ready(Duration::from_secs(10)).await;
     let took = started.elapsed();
-    // ⌈32/8⌉ = 4 windows: grants at 0, 1, 2 and 3 periods of (200 + 20) ms.
+    // ⌈32/8⌉ = 4 windows: grants at 0, 1, 2 and 3 periods of window + margin.
+    let period = 200 + IDENTIFY_MARGIN_MS;
     assert!(
-        took < Duration::from_millis(3 * 220 + 700),
+        took < Duration::from_millis(3 * period + 700),
         "all ready after {took:?}"
     );
     assert!(
-        took >= Duration::from_millis(3 * 220),
+        took >= Duration::from_millis(3 * period),
         "faster than the window allows: {took:?}"
     );
     let stats = env.sim.stats();
@@ -35,7 +36,7 @@ async fn thirty_two_shards_identify_in_four_windows_without_violations() {
         // Each grant waits for the previous IDENTIFY's write report, then one period:
         // a lost report would hold the bucket for two periods.
         assert!(
-            bucket.min_gap_ms >= Some(200) && bucket.max_gap_ms < Some(2 * 220),
+            bucket.min_gap_ms >= Some(200) && bucket.max_gap_ms < Some(2 * period),
             "{bucket:?}"
         );
     }

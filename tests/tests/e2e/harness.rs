@@ -15,6 +15,10 @@ use shardkeeper_sim::{Sim, SimConfig, SimHandle, Stats};
 
 pub(crate) const TOKEN: &str = "e2e-token";
 
+/// What the cluster adds to each identify window. The simulator stamps an IDENTIFY when
+/// its task gets to it, so on a loaded machine two stamps may be closer than the writes.
+pub(crate) const IDENTIFY_MARGIN_MS: u64 = 50;
+
 /// How long events already sent may take to reach the sinks.
 const CATCH_UP: Duration = Duration::from_secs(10);
 
@@ -55,7 +59,7 @@ pub(crate) fn cluster_config(sim: &SimHandle, window: Duration) -> ClusterConfig
     config.total = Auto::Auto;
     config.max_concurrency = Auto::Auto;
     config.identify_window = window;
-    config.identify_margin = Duration::from_millis(20);
+    config.identify_margin = Duration::from_millis(IDENTIFY_MARGIN_MS);
     config.threads = 2;
     config.timing = Timing {
         backoff_base: Duration::from_millis(50),

@@ -59,16 +59,17 @@ async fn a_changed_shard_count_discards_stored_sessions() {
         .await;
     env.all_ready(Duration::from_secs(5)).await;
     let stats = env.sim.stats();
+    assert!(stats.violations.is_empty(), "{:#?}", stats.violations);
     assert_eq!(stats.identifies, 4 + 8);
     assert_eq!(stats.resumes_ok, 0);
     assert_eq!(env.cluster.total(), 8);
+    let shards = env.cluster.shards();
     assert!(
-        env.cluster
-            .shards()
+        shards
             .iter()
-            .all(|s| s.state == ShardState::Ready && s.identifies == 1)
+            .all(|s| s.state == ShardState::Ready && s.identifies == 1),
+        "{shards:#?}"
     );
-    assert!(stats.violations.is_empty(), "{:#?}", stats.violations);
     env.stop().await;
 }
 
