@@ -9,7 +9,7 @@ use shardkeeper_cluster::ShardState;
 use shardkeeper_protocol::Token;
 use shardkeeper_sim::{SimConfig, guild_ids};
 
-use crate::harness::{Env, sim_config};
+use crate::harness::{CLOSE_READ, Env, sim_config};
 
 pub(crate) const ADMIN_TOKEN: &str = "admin-secret-token";
 
@@ -216,7 +216,7 @@ async fn shard_routes_and_their_errors() {
         (status, body["not_ready"][0]["id"].as_u64()),
         (503, Some(1))
     );
-    env.wait_for("close 4000", Duration::from_secs(2), |env| {
+    env.wait_for("close 4000", CLOSE_READ, |env| {
         env.sim.stats().client_close_codes.get(&4000) >= Some(&2)
     })
     .await;

@@ -8,7 +8,7 @@ use shardkeeper_cluster::{
 use shardkeeper_protocol::Token;
 use shardkeeper_sim::{Fault, FaultTarget, RestFault, Sim, SimConfig, TlsConfig};
 
-use crate::harness::{Env, IDENTIFY_MARGIN_MS, cluster_config, sim_config};
+use crate::harness::{CLOSE_READ, Env, IDENTIFY_MARGIN_MS, cluster_config, sim_config};
 
 #[actix::test]
 async fn thirty_two_shards_identify_in_four_windows_without_violations() {
@@ -210,19 +210,12 @@ async fn sessions_the_gateway_drops_after_ready_are_not_a_crash_loop() {
 async fn graceful_shutdown_closes_every_socket_with_4000() {
     let env = Env::start(sim_config(4, 4)).await;
     env.all_ready(Duration::from_secs(5)).await;
-    let sim = &env.sim;
     env.cluster.shutdown().await.expect("shutdown");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while sim.stats().client_close_codes.get(&4000) != Some(&4) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stats = sim.stats();
-    assert_eq!(
-        stats.client_close_codes.get(&4000),
-        Some(&4),
-        "{:?}",
-        stats.client_close_codes
-    );
+    env.wait_for("close 4000 from every connection", CLOSE_READ, |env| {
+        env.sim.stats().client_close_codes.get(&4000) == Some(&4)
+    })
+    .await;
+    let stats = env.sim.stats();
     assert_eq!(stats.client_close_codes.get(&1000), None);
     assert!(stats.shards.values().all(|s| s.state == "disconnected"));
 }

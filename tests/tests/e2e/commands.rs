@@ -9,7 +9,7 @@ use shardkeeper_protocol::payload::{
 };
 use shardkeeper_sim::guild_ids;
 
-use crate::harness::{Env, sim_config};
+use crate::harness::{CLOSE_READ, Env, sim_config};
 
 fn presence() -> PresenceUpdate {
     PresenceUpdate {
@@ -47,12 +47,15 @@ async fn restart_stop_start() {
     })
     .await;
     assert_eq!(env.sim.stats().identifies, 3);
-    assert_eq!(env.sim.stats().client_close_codes.get(&1000), Some(&1));
+    env.wait_for("close 1000", CLOSE_READ, |env| {
+        env.sim.stats().client_close_codes.get(&1000) == Some(&1)
+    })
+    .await;
 
     env.cluster.stop(1).await.expect("stop");
     env.shard_state(1, ShardState::Stopped, Duration::from_secs(2))
         .await;
-    env.wait_for("close 4000", Duration::from_secs(2), |env| {
+    env.wait_for("close 4000", CLOSE_READ, |env| {
         env.sim.stats().client_close_codes.get(&4000) >= Some(&2)
     })
     .await;

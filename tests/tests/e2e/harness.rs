@@ -19,6 +19,9 @@ pub(crate) const TOKEN: &str = "e2e-token";
 /// its task gets to it, so on a loaded machine two stamps may be closer than the writes.
 pub(crate) const IDENTIFY_MARGIN_MS: u64 = 50;
 
+/// How long the simulator may take to read close frames the cluster has written.
+pub(crate) const CLOSE_READ: Duration = Duration::from_secs(5);
+
 /// How long events already sent may take to reach the sinks.
 const CATCH_UP: Duration = Duration::from_secs(10);
 
