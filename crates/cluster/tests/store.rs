@@ -2,6 +2,7 @@
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use shardkeeper_cluster::{MemoryStore, SessionStore, SledStore, StoreError};
 use shardkeeper_session::{ResumeInfo, ScheduleSnapshot};
@@ -104,6 +105,23 @@ fn sled_store_contract_and_reopen() {
         reopened.load_schedule().expect("load").map(|s| s.remaining),
         Some(990)
     );
+}
+
+#[test]
+fn a_locked_store_is_waited_for_then_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("locked.sled");
+    let first = SledStore::open(&path).expect("opens");
+    let releasing = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(first);
+    });
+    let second = SledStore::open(&path).expect("opens once the first lets go");
+    releasing.join().expect("released");
+    let err = SledStore::open(&path).expect_err("the second holds the lock");
+    assert!(err.to_string().contains("is locked by another"), "{err}");
+    assert!(err.to_string().contains("locked.sled"), "{err}");
+    drop(second);
 }
 
 #[cfg(unix)]

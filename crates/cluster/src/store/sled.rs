@@ -2,13 +2,20 @@
 //! schedule), with writes batched by [`SessionStore::flush`].
 
 use std::collections::HashMap;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use shardkeeper_session::{ResumeInfo, ScheduleSnapshot};
 
 use super::{Change, Pending, SessionStore, StoreError, StoredSession};
 
 const SCHEDULE_KEY: &[u8] = b"identify_schedule";
+/// How long opening waits for the database's lock: a process being replaced may still be
+/// writing its last batch, and a store closed in this process lets go of the lock only
+/// once sled's background writes finish.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 /// Sessions and identify state in a sled database.
 #[derive(Debug)]
@@ -31,11 +38,7 @@ impl SledStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|err| open_error(err.to_string()))?;
         }
-        let config = sled::Config::new().path(path).flush_every_ms(None);
-        // sled 0.34 can panic on some corrupt files; that must be an error, not a crash.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
-            .map_err(|_| open_error("the database files are corrupt".into()))?
-            .map_err(|err| open_error(err.to_string()))?;
+        let opened = open_db(path).map_err(open_error)?;
         let sessions = opened
             .open_tree("sessions")
             .map_err(|err| open_error(err.to_string()))?;
@@ -56,6 +59,40 @@ impl SledStore {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Opens the database once its lock is free (waiting up to `LOCK_WAIT` for it).
+fn open_db(path: &Path) -> Result<sled::Db, String> {
+    wait_for_lock(&path.join("db"))?;
+    let config = sled::Config::new().path(path).flush_every_ms(None);
+    // sled 0.34 can panic on some corrupt files; that must be an error, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+        .map_err(|_| "the database files are corrupt".to_owned())?
+        .map_err(|err| err.to_string())
+}
+
+/// Waits while another holder keeps the exclusive lock sled takes on its `db` file.
+fn wait_for_lock(file: &Path) -> Result<(), String> {
+    // No file yet: nobody holds it. A file that cannot be read is sled's to report.
+    let Ok(file) = File::open(file) else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // Probing takes the lock; closing the file when it is dropped gives it back.
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "the database is locked by another process or another open store \
+                     (waited {LOCK_WAIT:?})"
+                ));
+            }
+            Ok(()) | Err(TryLockError::Error(_)) => return Ok(()),
+        }
     }
 }
 
