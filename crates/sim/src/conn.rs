@@ -56,6 +56,9 @@ pub(crate) struct Conn {
     last_heartbeat: Instant,
     window: SendWindow,
     auth: Option<Authed>,
+    /// The sequence a refused RESUME on this connection claimed: heartbeats the client
+    /// sent before it read the op 9 carry it.
+    refused_resume_seq: u64,
     zombie: bool,
     closed: bool,
     events_since: Instant,
@@ -85,6 +88,7 @@ impl Conn {
             last_heartbeat: now,
             window: SendWindow::default(),
             auth: None,
+            refused_resume_seq: 0,
             zombie: false,
             closed: false,
             events_since: now,
@@ -197,7 +201,7 @@ impl Conn {
         let last = self
             .auth
             .as_ref()
-            .map_or(0, |a| lock(&a.session).last_seq());
+            .map_or(self.refused_resume_seq, |a| lock(&a.session).last_seq());
         if let Some(seq) = seq.filter(|&s| s > last) {
             self.world.violation(
                 ViolationKind::HeartbeatSeqAhead,
@@ -350,6 +354,7 @@ impl Conn {
             }
             ResumeOutcome::Invalid(detail) => {
                 tracing::info!(conn = self.id, %detail, "resume refused");
+                self.refused_resume_seq = resume.seq;
                 vec![Out::Frame(r#"{"op":9,"d":false}"#.into())]
             }
             ResumeOutcome::SeqAhead { last, claimed } => self.reject(Reject::close(

@@ -216,6 +216,23 @@ async fn heartbeat_ahead_of_the_sequence_is_recorded() {
 }
 
 #[tokio::test]
+async fn a_heartbeat_crossing_a_refused_resume_may_carry_its_seq() {
+    let sim = sim(config()).await;
+    let mut client = Client::connect(&format!("{}/resume", sim.gateway_url())).await;
+    client.hello().await;
+    client.send(&resume("no-such-session", 7)).await;
+    // Sent before the client has read the op 9 on its way.
+    client.send(&json!({"op": 1, "d": 7})).await;
+    assert_eq!(client.payload().await, json!({"op": 9, "d": false}));
+    assert_eq!(client.payload().await["op"], 11);
+    assert_no_violations(&sim.stats());
+    client.send(&json!({"op": 1, "d": 8})).await;
+    assert_eq!(client.payload().await["op"], 11);
+    assert_violation(&sim.stats(), ViolationKind::HeartbeatSeqAhead);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn more_than_120_payloads_a_minute_gets_4008() {
     let sim = sim(config()).await;
     let mut client = Client::connect(&sim.gateway_url()).await;
