@@ -2,8 +2,6 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use shardkeeper_cluster::{IdentifyStatus, ShardSnapshot};
 use shardkeeper_protocol::Snowflake;
 use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers, VoiceStateUpdate};
 use utoipa::ToSchema;
@@ -11,6 +9,7 @@ use utoipa::ToSchema;
 use crate::ApiError;
 use crate::auth::Authorized;
 use crate::state::AdminState;
+use crate::wire::{IdentifyWire, ShardView};
 
 /// `{"error": "..."}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -22,7 +21,7 @@ pub(crate) struct ErrorBody {
 /// `GET /api/v1/shards`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ShardList {
-    shards: Vec<ShardSnapshot>,
+    shards: Vec<ShardView>,
 }
 
 /// Options of a restart.
@@ -94,24 +93,6 @@ fn accepted(shards: Vec<u32>) -> HttpResponse {
     HttpResponse::Accepted().json(Accepted { shards })
 }
 
-/// Refuses a fresh restart that the session-start budget cannot afford.
-fn check_budget(state: &AdminState, cost: u32, force: bool) -> Result<(), ApiError> {
-    let Some(status) = state.cluster.identify_status() else {
-        return Ok(());
-    };
-    if force || status.remaining >= cost {
-        return Ok(());
-    }
-    Err(ApiError::Conflict {
-        message: format!(
-            "a fresh restart of {cost} shard(s) needs {cost} session starts, {} remain (resets in {} s); add ?force=true to do it anyway",
-            status.remaining,
-            status.reset_in_ms / 1000
-        ),
-        details: json!({"cost": cost, "remaining": status.remaining, "total": status.total, "reset_in_ms": status.reset_in_ms}),
-    })
-}
-
 /// Every owned shard.
 #[utoipa::path(get, path = "/api/v1/shards",
     responses((status = 200, body = ShardList), (status = 401, body = ErrorBody)),
@@ -121,25 +102,30 @@ pub(crate) async fn list_shards(
     state: web::Data<AdminState>,
 ) -> web::Json<ShardList> {
     web::Json(ShardList {
-        shards: state.cluster.shards(),
+        shards: state
+            .cluster
+            .shards()
+            .into_iter()
+            .map(ShardView::from)
+            .collect(),
     })
 }
 
 /// One shard.
 #[utoipa::path(get, path = "/api/v1/shards/{id}",
     params(("id" = u32, Path, description = "Shard id")),
-    responses((status = 200, body = ShardSnapshot), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = ShardView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn get_shard(
     _: Authorized,
     id: web::Path<String>,
     state: web::Data<AdminState>,
-) -> Result<web::Json<ShardSnapshot>, ApiError> {
+) -> Result<web::Json<ShardView>, ApiError> {
     let id = parse_shard(&id)?;
     state
         .cluster
         .shard(id)
-        .map(web::Json)
+        .map(|shard| web::Json(shard.into()))
         .ok_or_else(|| ApiError::NotFound(format!("shard {id} is not run by this process")))
 }
 
@@ -161,9 +147,10 @@ pub(crate) async fn restart_shard(
         )));
     }
     if query.fresh {
-        check_budget(&state, 1, query.force)?;
+        state.cluster.fresh_restart(&[id], query.force).await?;
+    } else {
+        state.cluster.restart(id, false).await?;
     }
-    state.cluster.restart(id, query.fresh).await?;
     Ok(accepted(vec![id]))
 }
 
@@ -210,14 +197,7 @@ pub(crate) async fn restart_all(
     let ids = state.cluster.ids();
     let cluster = state.cluster.clone();
     if query.fresh {
-        check_budget(
-            &state,
-            u32::try_from(ids.len()).unwrap_or(u32::MAX),
-            query.force,
-        )?;
-        for &id in &ids {
-            cluster.restart(id, true).await?;
-        }
+        cluster.fresh_restart(&ids, query.force).await?;
     } else {
         actix_web::rt::spawn(async move {
             if let Err(err) = cluster.rolling_restart().await {
@@ -304,16 +284,16 @@ pub(crate) async fn members(
 
 /// Buckets, next grant times and the session start budget.
 #[utoipa::path(get, path = "/api/v1/identify",
-    responses((status = 200, body = IdentifyStatus), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = IdentifyWire), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn identify(
     _: Authorized,
     state: web::Data<AdminState>,
-) -> Result<web::Json<IdentifyStatus>, ApiError> {
+) -> Result<web::Json<IdentifyWire>, ApiError> {
     state
         .cluster
         .identify_status()
-        .map(web::Json)
+        .map(|status| web::Json(status.into()))
         .ok_or_else(|| {
             ApiError::Unavailable("the identify coordinator has not reported yet".into())
         })

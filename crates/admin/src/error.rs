@@ -98,6 +98,15 @@ impl From<ClusterError> for ApiError {
                 retry_after,
             },
             ClusterError::Timeout(_) => Self::Timeout(err.to_string()),
+            ClusterError::Budget {
+                cost,
+                remaining,
+                total,
+                reset_in_ms,
+            } => Self::Conflict {
+                message: format!("{err}; add ?force=true to do it anyway"),
+                details: json!({"cost": cost, "remaining": remaining, "total": total, "reset_in_ms": reset_in_ms}),
+            },
             other => Self::Unavailable(other.to_string()),
         }
     }

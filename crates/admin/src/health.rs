@@ -3,10 +3,11 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use serde_json::json;
-use shardkeeper_cluster::{ShardState, StoreHealth};
+use shardkeeper_cluster::{StateKind, StoreHealth};
 use utoipa::ToSchema;
 
 use crate::state::AdminState;
+use crate::wire::WireState;
 
 /// `GET /readyz` body.
 #[derive(Debug, Serialize, ToSchema)]
@@ -22,7 +23,7 @@ pub(crate) struct Readiness {
 #[derive(Debug, Serialize, ToSchema)]
 struct NotReady {
     id: u32,
-    state: ShardState,
+    state: WireState,
 }
 
 /// The process is alive.
@@ -38,10 +39,10 @@ pub(crate) async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
         .cluster
         .shards()
         .into_iter()
-        .filter(|s| s.state != ShardState::Ready)
+        .filter(|s| s.state != StateKind::Ready)
         .map(|s| NotReady {
             id: s.id,
-            state: s.state,
+            state: WireState(s.state),
         })
         .collect();
     let store = match state.cluster.store_health() {

@@ -13,6 +13,7 @@
 //! - `health.rs`: liveness, readiness, metrics
 //! - `auth.rs`: the bearer-token extractor; `error.rs`: [`ApiError`]
 //! - `openapi.rs`: the OpenAPI document; `dashboard.rs` + `static/`: the page
+//! - `wire.rs`: the JSON and schemas of the cluster's snapshots
 
 mod api;
 mod auth;
@@ -22,6 +23,7 @@ mod events;
 mod health;
 mod openapi;
 mod state;
+mod wire;
 
 use std::net::SocketAddr;
 

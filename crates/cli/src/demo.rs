@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use shardkeeper_admin::AdminConfig;
-use shardkeeper_cluster::{Auto, Cluster, ClusterHandle, ShardState, SledStore};
+use shardkeeper_cluster::{Auto, Cluster, ClusterHandle, SledStore, StateKind};
 use shardkeeper_protocol::Token;
 use shardkeeper_sim::{Sim, SimConfig};
 
@@ -102,7 +102,7 @@ async fn show_progress(cluster: &ClusterHandle, total: u32, window: Duration, st
         let shards = cluster.shards();
         let ready = shards
             .iter()
-            .filter(|s| s.state == ShardState::Ready)
+            .filter(|s| s.state == StateKind::Ready)
             .count();
         let identified = shards
             .iter()

@@ -1,138 +1,29 @@
-//! Building and supervising a cluster of shards.
+//! Building a cluster: configuration and `/gateway/bot` become a plan, the seams get
+//! their defaults, and the supervisor starts the shards.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use shardkeeper_protocol::ShardId;
 use shardkeeper_protocol::payload::GatewayBot;
-use shardkeeper_session::{
-    IdentifySchedule, ResumeInfo, ScheduleConfig, SessionConfig, SessionStats, ShardSession,
-};
+use shardkeeper_session::{IdentifySchedule, ScheduleConfig, SessionConfig};
 
-use crate::config::{Auto, ClusterConfig, QuarantinePolicy, ShardIds};
-use crate::coordinator::IdentifyCoordinator;
+use crate::clock;
+use crate::config::{Auto, ClusterConfig, ShardIds};
+use crate::directory::Directory;
 use crate::handle::{ClusterError, ClusterHandle, Parts};
 use crate::metrics::Metrics;
+use crate::permit::{LocalPermits, PermitSource};
 use crate::persist::{Persister, health_cell};
-use crate::registry::Registry;
-use crate::rest::RestClient;
-use crate::shard::Shard;
+use crate::placement::{Placement, StaticPlacement};
+use crate::shard::Shared;
 use crate::sink::{EventSink, Sinks};
-use crate::store::{MemoryStore, SessionStore};
-use crate::{clock, tls};
-
-/// Everything a shard actor needs; the supervisor keeps one per shard to rebuild it.
-#[derive(Clone)]
-pub(crate) struct ShardParams {
-    pub(crate) id: u32,
-    pub(crate) total: u32,
-    /// Shared by every shard; the shard's own id is set when its session is built.
-    pub(crate) session: Arc<SessionConfig>,
-    pub(crate) tls: Arc<rustls::ClientConfig>,
-    pub(crate) coordinator: Addr<IdentifyCoordinator>,
-    pub(crate) sinks: Sinks,
-    pub(crate) store: Arc<dyn SessionStore>,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) quarantine: QuarantinePolicy,
-    pub(crate) supervisor: Recipient<ShardGone>,
-    pub(crate) metrics: Arc<Metrics>,
-}
-
-/// A shard actor stopped without being retired: it crashed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ShardGone {
-    pub(crate) id: u32,
-}
-
-/// Stop restarting shards (the cluster is shutting down).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct StandDown;
-
-/// Restarts crashed shard actors with their session, on the same thread.
-pub(crate) struct Supervisor {
-    /// Shared with the shard actor: one copy per shard, however often it restarts.
-    params: HashMap<u32, (Arc<ShardParams>, ArbiterHandle)>,
-    /// Stored sessions for the first start of each shard.
-    initial: HashMap<u32, ResumeInfo>,
-    registry: Arc<Registry>,
-    standing_down: bool,
-}
-
-impl Actor for Supervisor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, _: &mut Self::Context) {
-        let mut ids: Vec<u32> = self.params.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            if let Some((params, arbiter)) = self.params.get(&id).cloned() {
-                spawn_shard(params, &arbiter, self.initial.remove(&id));
-            }
-        }
-    }
-}
-
-impl Handler<ShardGone> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, ShardGone { id }: ShardGone, _: &mut Self::Context) {
-        if self.standing_down {
-            return;
-        }
-        let Some((params, arbiter)) = self.params.get(&id).cloned() else {
-            return;
-        };
-        let resume = {
-            let Some(mut entry) = self.registry.entry(id) else {
-                return;
-            };
-            let snap = &entry.snapshot;
-            let carried = SessionStats {
-                identifies: snap.identifies,
-                resumes: snap.resumes,
-                reconnects: snap.reconnects,
-                zombies: snap.zombies,
-                last_close_code: snap.last_close_code,
-                latency: None,
-                guilds: 0,
-            };
-            entry.carried = carried;
-            entry.snapshot.restarts += 1;
-            params.metrics.restarted();
-            entry.addr = None;
-            tracing::error!(
-                shard = id,
-                restarts = entry.snapshot.restarts,
-                "shard actor crashed; restarting it with its session"
-            );
-            entry.resume.clone()
-        };
-        spawn_shard(params, &arbiter, resume);
-    }
-}
-
-impl Handler<StandDown> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, _: StandDown, ctx: &mut Self::Context) {
-        self.standing_down = true;
-        ctx.stop();
-    }
-}
-
-fn spawn_shard(params: Arc<ShardParams>, arbiter: &ArbiterHandle, resume: Option<ResumeInfo>) {
-    Shard::start_in_arbiter(arbiter, move |_| {
-        let seed = rand::random::<u64>();
-        let shard = shard_id(params.id, params.total);
-        let session = ShardSession::new(shard, Arc::clone(&params.session), resume, seed);
-        Shard::new(params, session)
-    });
-}
+use crate::store::{MemoryStore, SessionLedger, SessionStore};
+use crate::supervisor::{Setup, Supervisor};
+use crate::transport::rest::RestClient;
+use crate::transport::tls;
 
 /// Entry point: `Cluster::builder()`.
 #[derive(Debug)]
@@ -146,6 +37,8 @@ impl Cluster {
             config,
             store: None,
             sinks: Sinks::default(),
+            placement: None,
+            permits: None,
         }
     }
 }
@@ -155,6 +48,8 @@ pub struct ClusterBuilder {
     config: ClusterConfig,
     store: Option<Arc<dyn SessionStore>>,
     sinks: Sinks,
+    placement: Option<Arc<dyn Placement>>,
+    permits: Option<Arc<dyn PermitSource>>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -173,6 +68,22 @@ impl ClusterBuilder {
         self
     }
 
+    /// Which shards this process runs, and when that changes (default: a
+    /// [`StaticPlacement`] of `ids` from the configuration).
+    #[must_use]
+    pub fn placement(mut self, placement: Arc<dyn Placement>) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// Where identify permits come from (default: [`LocalPermits`], with the schedule
+    /// restored from the store and the budget from `/gateway/bot`).
+    #[must_use]
+    pub fn permits(mut self, permits: Arc<dyn PermitSource>) -> Self {
+        self.permits = Some(permits);
+        self
+    }
+
     /// Adds a destination for events.
     #[must_use]
     pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
@@ -187,6 +98,8 @@ impl ClusterBuilder {
             config,
             store,
             sinks,
+            placement,
+            permits,
         } = self;
         let store = store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let tls = tls::client_config(config.ca_file.as_deref())?;
@@ -194,81 +107,65 @@ impl ClusterBuilder {
             .with_retries(config.rest_attempts, config.rest_backoff);
         let bot = rest.gateway_bot().await?;
         let plan = Plan::new(&config, &bot)?;
-        let stored = load_sessions(store.as_ref(), plan.total, config.session_max_age)?;
-        let schedule = restore_schedule(store.as_ref(), &config, &plan, &bot)?;
-        let expected: HashSet<u32> = plan
-            .ids
-            .iter()
-            .copied()
-            .filter(|id| !stored.contains_key(id))
-            .collect();
+        let ledger = Arc::new(SessionLedger::new(Arc::clone(&store)));
+        let stored = ledger.resumable(plan.total, config.session_max_age)?;
+        let placement =
+            placement.unwrap_or_else(|| Arc::new(StaticPlacement::new(plan.ids.iter().copied())));
+        let permits = if let Some(permits) = permits {
+            permits
+        } else {
+            let schedule = restore_schedule(store.as_ref(), &config, &plan, &bot)?;
+            let expected: HashSet<u32> = placement
+                .watch()
+                .borrow()
+                .iter()
+                .copied()
+                .filter(|id| !stored.contains_key(id))
+                .collect();
+            let local = LocalPermits::start(schedule, expected, Arc::clone(&store), rest);
+            Arc::new(local) as Arc<dyn PermitSource>
+        };
         tracing::info!(
             total = plan.total,
-            owned = plan.ids.len(),
+            owned = placement.watch().borrow().len(),
             max_concurrency = plan.max_concurrency,
             resumable = stored.len(),
-            remaining = schedule.remaining(),
             "starting cluster"
         );
-        let status = Arc::new(Mutex::new(None));
-        let coordinator = IdentifyCoordinator::new(
-            schedule,
-            expected,
-            Arc::clone(&store),
-            rest,
-            Arc::clone(&status),
-        )
-        .start();
-        let registry = Arc::new(Registry::new(plan.ids.iter().copied()));
         let arbiters: Vec<Arbiter> = (0..plan.threads).map(|_| Arbiter::new()).collect();
+        let directory = Arc::new(Directory::default());
         let metrics = Arc::new(Metrics::new());
+        let setup = Setup {
+            arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+            directory: Arc::clone(&directory),
+            placement,
+            stored,
+            session_max_age: config.session_max_age,
+        };
         let session = Arc::new(session_config(&config, &bot.url));
-        let supervisor = Supervisor::create(|ctx| {
-            let recipient = ctx.address().recipient();
-            let params = plan
-                .ids
-                .iter()
-                .enumerate()
-                .map(|(index, &id)| {
-                    let shard = ShardParams {
-                        id,
-                        total: plan.total,
-                        session: Arc::clone(&session),
-                        tls: Arc::clone(&tls),
-                        coordinator: coordinator.clone(),
-                        sinks: sinks.clone(),
-                        store: Arc::clone(&store),
-                        registry: Arc::clone(&registry),
-                        quarantine: config.quarantine,
-                        metrics: Arc::clone(&metrics),
-                        supervisor: recipient.clone(),
-                    };
-                    (
-                        id,
-                        (Arc::new(shard), arbiters[index % arbiters.len()].handle()),
-                    )
-                })
-                .collect();
-            Supervisor {
-                params,
-                initial: stored,
-                registry: Arc::clone(&registry),
-                standing_down: false,
-            }
+        let supervisor = Supervisor::start(setup, |supervisor| Shared {
+            total: plan.total,
+            session,
+            tls,
+            permits: Arc::clone(&permits),
+            sinks: sinks.clone(),
+            ledger: Arc::clone(&ledger),
+            metrics: Arc::clone(&metrics),
+            supervisor,
         });
         let health = health_cell();
+        let settled = Arc::clone(&directory);
         let persister = Persister::spawn(
-            store,
+            ledger,
             sinks,
             config.flush_interval,
             Arc::clone(&health),
-            Arc::clone(&registry),
+            Box::new(move || settled.settled()),
         );
         Ok(ClusterHandle::new(Parts {
-            registry,
-            identify: status,
+            directory,
+            permits,
             supervisor,
-            coordinator,
             persister,
             health,
             total: plan.total,
@@ -364,43 +261,6 @@ fn session_config(config: &ClusterConfig, gateway_url: &str) -> SessionConfig {
     session.large_threshold = Some(config.large_threshold);
     session.presence.clone_from(&config.presence);
     session.timing = config.timing.clone();
+    session.quarantine = config.quarantine;
     session
-}
-
-fn shard_id(id: u32, total: u32) -> ShardId {
-    // invariant: `start` checked every id against `total`, which is at least 1
-    ShardId::new(id, total).unwrap_or_else(|| unreachable!("shard {id} of {total}"))
-}
-
-/// Stored sessions that can still be resumed: same shard count, fresh enough.
-fn load_sessions(
-    store: &dyn SessionStore,
-    total: u32,
-    max_age: Duration,
-) -> Result<HashMap<u32, ResumeInfo>, ClusterError> {
-    let now = clock::wall_ms();
-    let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
-    let mut usable = HashMap::new();
-    for (shard, stored) in store.load_sessions()? {
-        let age = now.saturating_sub(stored.updated);
-        if stored.total != total {
-            tracing::info!(
-                shard,
-                stored_total = stored.total,
-                total,
-                "shard count changed; discarding the stored session"
-            );
-        } else if age > max_age_ms {
-            tracing::info!(
-                shard,
-                age_s = age / 1000,
-                "stored session too old to resume; discarding it"
-            );
-        } else {
-            usable.insert(shard, stored.resume_info());
-            continue;
-        }
-        store.forget_session(shard);
-    }
-    Ok(usable)
 }

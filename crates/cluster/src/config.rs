@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shardkeeper_protocol::payload::PresenceUpdate;
 use shardkeeper_protocol::{Compression, Intents, Token};
-use shardkeeper_session::Timing;
+use shardkeeper_session::{QuarantinePolicy, Timing};
 
 /// Discord's REST base.
 pub const DISCORD_API_BASE: &str = "https://discord.com/api/v10";
@@ -27,24 +27,6 @@ pub enum ShardIds {
     All,
     /// A half-open range.
     Range(Range<u32>),
-}
-
-/// When a shard is parked as quarantined instead of reconnecting again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuarantinePolicy {
-    /// Failed sessions within `window` that quarantine a shard; 0 disables quarantine.
-    pub failures: u32,
-    /// The window.
-    pub window: Duration,
-}
-
-impl Default for QuarantinePolicy {
-    fn default() -> Self {
-        Self {
-            failures: 10,
-            window: Duration::from_secs(300),
-        }
-    }
 }
 
 /// Everything a cluster needs.

@@ -7,19 +7,21 @@ use std::time::Duration;
 use actix::prelude::*;
 use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers, VoiceStateUpdate};
 use shardkeeper_protocol::shard_for_guild;
-use shardkeeper_session::{ClientPayload, Command, CommandError};
+use shardkeeper_session::{ClientPayload, Command, CommandError, StateKind};
 use tokio::sync::oneshot;
 
-use crate::cluster::{StandDown, Supervisor};
-use crate::coordinator::{Halt, IdentifyCoordinator, IdentifyStatus, StatusCell};
+use crate::clock;
+use crate::directory::{Directory, Lookup};
 use crate::members::{MembersError, MembersResult};
 use crate::metrics::Metrics;
+use crate::permit::PermitSource;
 use crate::persist::{HealthCell, Persister, StoreHealth};
-use crate::registry::{Registry, ShardSnapshot, ShardState};
-use crate::rest::RestError;
-use crate::shard::{RequestMembers, Retire, Shard, ShardCommand};
+use crate::shard::{RequestMembers, Shard, ShardCommand};
+use crate::snapshot::{IdentifyStatus, ShardSnapshot};
 use crate::store::StoreError;
-use crate::tls::TlsError;
+use crate::supervisor::{StandDown, Supervisor};
+use crate::transport::rest::RestError;
+use crate::transport::tls::TlsError;
 
 /// How long a member request waits for its last chunk.
 const MEMBERS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,14 +63,28 @@ pub enum ClusterError {
     /// A member request got no complete answer in time.
     #[error("no complete member list within {0:?}")]
     Timeout(Duration),
+    /// A fresh restart would spend more session starts than the budget has left.
+    #[error(
+        "a fresh restart of {cost} shard(s) needs {cost} session starts, {remaining} remain (resets in {} s)",
+        reset_in_ms / 1000
+    )]
+    Budget {
+        /// Session starts the restart needs.
+        cost: u32,
+        /// Session starts left.
+        remaining: u32,
+        /// Session starts per budget period.
+        total: u32,
+        /// Milliseconds until the budget resets.
+        reset_in_ms: u64,
+    },
 }
 
 /// What `Cluster::start` hands over to the handle.
 pub(crate) struct Parts {
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) identify: StatusCell,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) permits: Arc<dyn PermitSource>,
     pub(crate) supervisor: Addr<Supervisor>,
-    pub(crate) coordinator: Addr<IdentifyCoordinator>,
     pub(crate) persister: Persister,
     pub(crate) health: HealthCell,
     pub(crate) total: u32,
@@ -77,10 +93,9 @@ pub(crate) struct Parts {
 }
 
 struct Inner {
-    registry: Arc<Registry>,
-    identify: StatusCell,
+    directory: Arc<Directory>,
+    permits: Arc<dyn PermitSource>,
     supervisor: Addr<Supervisor>,
-    coordinator: Addr<IdentifyCoordinator>,
     health: HealthCell,
     metrics: Arc<Metrics>,
     total: NonZeroU32,
@@ -106,10 +121,9 @@ impl ClusterHandle {
     pub(crate) fn new(parts: Parts) -> Self {
         Self {
             inner: Arc::new(Inner {
-                registry: parts.registry,
-                identify: parts.identify,
+                directory: parts.directory,
+                permits: parts.permits,
                 supervisor: parts.supervisor,
-                coordinator: parts.coordinator,
                 health: parts.health,
                 metrics: parts.metrics,
                 total: NonZeroU32::new(parts.total).unwrap_or(NonZeroU32::MIN),
@@ -148,7 +162,7 @@ impl ClusterHandle {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             (
-                status.last_flush.elapsed(),
+                clock::now().saturating_duration_since(status.last_flush),
                 status.health != StoreHealth::Healthy,
             )
         };
@@ -166,35 +180,37 @@ impl ClusterHandle {
     /// The shard ids this process runs.
     #[must_use]
     pub fn ids(&self) -> Vec<u32> {
-        self.inner.registry.ids().collect()
+        self.inner.directory.ids()
     }
 
     /// Every owned shard.
     #[must_use]
     pub fn shards(&self) -> Vec<ShardSnapshot> {
-        self.inner.registry.snapshots()
+        self.inner.directory.snapshots()
     }
 
     /// One shard, if owned.
     #[must_use]
     pub fn shard(&self, id: u32) -> Option<ShardSnapshot> {
-        self.inner.registry.snapshot(id)
+        self.inner.directory.snapshot(id)
     }
 
     /// Whether every owned shard is Ready.
     #[must_use]
     pub fn all_ready(&self) -> bool {
-        self.shards().iter().all(|s| s.state == ShardState::Ready)
+        self.shards().iter().all(|s| s.state == StateKind::Ready)
+    }
+
+    /// Whether no owned shard is on its way up: each is Ready or parked.
+    #[must_use]
+    pub fn settled(&self) -> bool {
+        self.inner.directory.settled()
     }
 
     /// Buckets, queues, next grant times and the session start budget.
     #[must_use]
     pub fn identify_status(&self) -> Option<IdentifyStatus> {
-        self.inner
-            .identify
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.permits.status()
     }
 
     /// The shard that owns a guild.
@@ -204,12 +220,13 @@ impl ClusterHandle {
     }
 
     fn addr(&self, id: u32) -> Result<Addr<Shard>, ClusterError> {
-        let entry = self
-            .inner
-            .registry
-            .entry(id)
-            .ok_or(ClusterError::NotOwned(id))?;
-        entry.addr.clone().ok_or(ClusterError::Unavailable(id))
+        self.inner
+            .directory
+            .addr(id)
+            .map_err(|lookup| match lookup {
+                Lookup::NotRunning => ClusterError::NotOwned(id),
+                Lookup::Restarting => ClusterError::Unavailable(id),
+            })
     }
 
     async fn command(&self, id: u32, command: Command) -> Result<(), ClusterError> {
@@ -220,9 +237,47 @@ impl ClusterHandle {
             .map_err(|source| ClusterError::Command { shard: id, source })
     }
 
-    /// Reconnects a shard now: RESUME, or with `fresh` a new session by IDENTIFY.
+    /// Reconnects a shard now: RESUME, or with `fresh` a new session by IDENTIFY —
+    /// refused with [`ClusterError::Budget`] when the session-start budget cannot afford
+    /// it.
     pub async fn restart(&self, id: u32, fresh: bool) -> Result<(), ClusterError> {
-        self.command(id, Command::Restart { fresh }).await
+        if fresh {
+            return self.fresh_restart(&[id], false).await;
+        }
+        self.command(id, Command::Restart { fresh: false }).await
+    }
+
+    /// Drops the sessions of `ids` and has each IDENTIFY anew. Unless `force`, the
+    /// whole restart is refused with [`ClusterError::Budget`] when the session-start
+    /// budget cannot afford every one of them.
+    pub async fn fresh_restart(&self, ids: &[u32], force: bool) -> Result<(), ClusterError> {
+        if let Some(&missing) = ids.iter().find(|&&id| !self.inner.directory.contains(id)) {
+            return Err(ClusterError::NotOwned(missing));
+        }
+        if !force {
+            self.check_budget(u32::try_from(ids.len()).unwrap_or(u32::MAX))?;
+        }
+        for &id in ids {
+            self.command(id, Command::Restart { fresh: true }).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses what needs more session starts than remain. An unknown budget (the
+    /// permit source has not reported yet) refuses too: fail closed.
+    fn check_budget(&self, cost: u32) -> Result<(), ClusterError> {
+        let status = self.identify_status();
+        let (remaining, total, reset_in_ms) =
+            status.map_or((0, 0, 0), |s| (s.remaining, s.total, s.reset_in_ms));
+        if remaining >= cost {
+            return Ok(());
+        }
+        Err(ClusterError::Budget {
+            cost,
+            remaining,
+            total,
+            reset_in_ms,
+        })
     }
 
     /// Closes a shard with 4000 (its session stays resumable) and keeps it stopped.
@@ -242,7 +297,7 @@ impl ClusterHandle {
             self.restart(id, false).await?;
             let deadline = tokio::time::Instant::now() + ROLLING_STEP_TIMEOUT;
             tokio::time::sleep(Duration::from_millis(20)).await;
-            while self.shard(id).is_some_and(|s| s.state != ShardState::Ready)
+            while self.shard(id).is_some_and(|s| s.state != StateKind::Ready)
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -307,14 +362,7 @@ impl ClusterHandle {
     /// events received so far are delivered, the store is flushed, threads stop.
     pub async fn shutdown(&self) -> Result<(), ClusterError> {
         let _ = self.inner.supervisor.send(StandDown).await;
-        let retiring: Vec<_> = self
-            .ids()
-            .into_iter()
-            .filter_map(|id| self.addr(id).ok())
-            .map(|addr| addr.send(Retire))
-            .collect();
-        futures_util::future::join_all(retiring).await;
-        let _ = self.inner.coordinator.send(Halt).await;
+        self.inner.permits.halt();
         let running = self
             .inner
             .running

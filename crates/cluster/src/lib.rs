@@ -2,10 +2,11 @@
 //!
 //! Each shard is an actix actor (`Shard`) that owns one WebSocket (tokio-tungstenite,
 //! rustls), one timer and one sans-IO `ShardSession` from `shardkeeper-session`, and
-//! performs the session's actions in order: write the socket, ask the
-//! `IdentifyCoordinator` for a permit, hand events to the sinks, write the store.
-//! Shards are spread over one thread (arbiter) per core; a supervisor restarts an actor
-//! that crashed, with its session, so a shard never silently disappears.
+//! performs the session's actions in order: write the socket, ask the [`PermitSource`]
+//! for a permit, hand events to the sinks, buffer the session in the [`SessionLedger`].
+//! Shards are spread over one thread (arbiter) per core; a supervisor starts the shards
+//! the [`Placement`] assigns, retires those it takes away, and restarts an actor that
+//! crashed, with its session, so a shard never silently disappears.
 //!
 //! This crate does not parse configuration files or serve HTTP: `shardkeeper-cli`
 //! reads configuration and `shardkeeper-admin` serves the admin API on top of
@@ -30,46 +31,56 @@
 //! ```
 //!
 //! Layout:
-//! - `cluster.rs`: [`Cluster`] builder, start-up, supervisor
-//! - `handle.rs`: [`ClusterHandle`] commands and snapshots
-//! - `shard.rs` (+ `shard/socket.rs`, `shard/delivery.rs`): the `Shard` actor, its
-//!   connection, and in-order delivery to the sinks
-//! - `coordinator.rs`: the `IdentifyCoordinator` actor
-//! - `registry.rs`: [`ShardSnapshot`]s shared with the handle
-//! - `members.rs`: member chunks collected by nonce
-//! - `sink.rs`, `event.rs`: [`EventSink`], [`Event`]
-//! - `store.rs`: [`SessionStore`] and [`MemoryStore`]
-//! - `rest.rs`: the `/gateway/bot` client; `tls.rs`: rustls configuration
-//! - `config.rs`: [`ClusterConfig`]; `clock.rs`: the one place time is read
+//! - `cluster.rs`: [`Cluster`] builder and start-up; `config.rs`: [`ClusterConfig`]
+//! - `supervisor.rs`: the one actor that starts, restarts and retires shard actors;
+//!   `directory.rs`: id → actor and the status cell each shard publishes into
+//! - `handle.rs`: [`ClusterHandle`] commands and snapshots; `snapshot.rs`: plain data
+//! - `shard.rs` (+ `shard/link.rs`, `shard/delivery.rs`, `shard/notice.rs`): the `Shard`
+//!   actor, its side of the connection, in-order delivery to the sinks, log lines
+//! - the seams: `placement.rs` ([`Placement`]: which shards to run),
+//!   `permit.rs` + `permit/local.rs` ([`PermitSource`]: identify permits),
+//!   `store.rs` + `store/ledger.rs`, `store/sled.rs` ([`SessionStore`] backends behind
+//!   the one flush path, [`SessionLedger`])
+//! - `transport.rs` (+ `net`, `tls`, `rest`, `upgrade`, `socket`): everything that
+//!   touches the network
+//! - `sink.rs`, `event.rs`: [`EventSink`], [`Event`]; `members.rs`: member chunks by nonce
+//! - `metrics.rs`, `persist.rs` (the flush thread), `trim.rs`, `clock.rs` (the one place
+//!   time is read)
 
 mod clock;
 mod cluster;
 mod config;
-mod coordinator;
+mod directory;
 mod event;
 mod handle;
 mod members;
 mod metrics;
-mod net;
+mod permit;
 mod persist;
-mod registry;
-mod rest;
+mod placement;
 mod shard;
 mod sink;
+mod snapshot;
 mod store;
-mod tls;
+mod supervisor;
+mod transport;
 mod trim;
 
 pub use cluster::{Cluster, ClusterBuilder};
-pub use config::{Auto, ClusterConfig, DISCORD_API_BASE, QuarantinePolicy, ShardIds};
-pub use coordinator::{BucketView, IdentifyStatus};
+pub use config::{Auto, ClusterConfig, DISCORD_API_BASE, ShardIds};
 pub use event::Event;
 pub use handle::{ClusterError, ClusterHandle};
 pub use members::{MembersError, MembersResult};
 pub use metrics::Metrics;
+pub use permit::{Grant, LocalPermits, PermitSource};
 pub use persist::StoreHealth;
-pub use registry::{ShardSnapshot, ShardState};
-pub use rest::{RestClient, RestError};
+pub use placement::{Placement, ShardSet, StaticPlacement};
+pub use shardkeeper_session::{QuarantinePolicy, StateKind};
 pub use sink::{ChannelSink, Delivery, EventSink, LineSink, Sinks, sink_path};
-pub use store::{MemoryStore, SessionStore, SledStore, StoreError, StoredSession};
-pub use tls::{TlsError, client_config};
+pub use snapshot::{BucketView, IdentifyStatus, ShardSnapshot};
+pub use store::{
+    Change, MemoryStore, SessionBatch, SessionLedger, SessionStore, SledStore, StoreError,
+    StoredSession,
+};
+pub use transport::rest::{RestClient, RestError};
+pub use transport::tls::{TlsError, client_config};

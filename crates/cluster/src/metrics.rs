@@ -11,9 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 use shardkeeper_protocol::EventName;
-use shardkeeper_session::SessionStats;
+use shardkeeper_session::{SessionStats, StateKind};
 
-use crate::registry::{ShardSnapshot, ShardState};
+use crate::snapshot::ShardSnapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
@@ -205,12 +205,12 @@ impl Metrics {
         flush_lag: Duration,
         degraded: bool,
     ) -> String {
-        for state in ShardState::ALL {
-            let count = shards.iter().filter(|s| s.state == state).count();
+        for state in StateKind::ALL {
+            // `awaiting_hello` reports as `connecting`: one label per API name.
+            let name = state.api_name();
+            let count = shards.iter().filter(|s| s.state.api_name() == name).count();
             self.shards
-                .get_or_create(&StateLabels {
-                    state: state.as_str(),
-                })
+                .get_or_create(&StateLabels { state: name })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         self.identify_queue

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::registry::Registry;
+use crate::clock;
 use crate::sink::Sinks;
-use crate::store::SessionStore;
+use crate::store::SessionLedger;
 use crate::trim::{self, AfterStorm};
 
 /// Whether sessions reach the disk. `Degraded` keeps the cluster running on in-memory
@@ -34,31 +34,34 @@ pub(crate) type HealthCell = Arc<Mutex<StoreStatus>>;
 pub(crate) fn health_cell() -> HealthCell {
     Arc::new(Mutex::new(StoreStatus {
         health: StoreHealth::Healthy,
-        last_flush: Instant::now(),
+        last_flush: clock::now(),
     }))
 }
+
+/// Whether every shard is Ready or parked (a connect storm is over).
+pub(crate) type Settled = Box<dyn Fn() -> bool + Send>;
 
 pub(crate) struct Persister {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    store: Arc<dyn SessionStore>,
+    ledger: Arc<SessionLedger>,
     sinks: Sinks,
     health: HealthCell,
 }
 
 impl Persister {
     pub(crate) fn spawn(
-        store: Arc<dyn SessionStore>,
+        ledger: Arc<SessionLedger>,
         sinks: Sinks,
         interval: Duration,
         health: HealthCell,
-        registry: Arc<Registry>,
+        settled: Settled,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (stop, store, sinks, health) = (
+            let (stop, ledger, sinks, health) = (
                 Arc::clone(&stop),
-                Arc::clone(&store),
+                Arc::clone(&ledger),
                 sinks.clone(),
                 Arc::clone(&health),
             );
@@ -68,8 +71,8 @@ impl Persister {
                     let mut after_storm = AfterStorm::default();
                     while !stop.load(Ordering::Acquire) {
                         std::thread::park_timeout(interval);
-                        flush_once(store.as_ref(), &sinks, &health);
-                        if after_storm.observe(registry.settled(), Instant::now()) {
+                        flush_once(&ledger, &sinks, &health);
+                        if after_storm.observe(settled(), clock::now()) {
                             let released = trim::release_free_memory();
                             tracing::debug!(released, "shards settled; returned free heap pages");
                         }
@@ -81,7 +84,7 @@ impl Persister {
         Self {
             stop,
             thread,
-            store,
+            ledger,
             sinks,
             health,
         }
@@ -94,12 +97,12 @@ impl Persister {
             thread.thread().unpark();
             let _ = thread.join();
         }
-        flush_once(self.store.as_ref(), &self.sinks, &self.health);
+        flush_once(&self.ledger, &self.sinks, &self.health);
     }
 }
 
-fn flush_once(store: &dyn SessionStore, sinks: &Sinks, health: &HealthCell) {
-    let result = store.flush(&mut || sinks.flush());
+fn flush_once(ledger: &SessionLedger, sinks: &Sinks, health: &HealthCell) {
+    let result = ledger.flush(&mut || sinks.flush());
     let mut status = health.lock().unwrap_or_else(PoisonError::into_inner);
     match result {
         Ok(()) => {
@@ -107,7 +110,7 @@ fn flush_once(store: &dyn SessionStore, sinks: &Sinks, health: &HealthCell) {
                 tracing::info!("session store writes work again");
             }
             status.health = StoreHealth::Healthy;
-            status.last_flush = Instant::now();
+            status.last_flush = clock::now();
         }
         Err(err) => {
             let message = err.to_string();

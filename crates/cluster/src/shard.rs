@@ -6,38 +6,64 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use shardkeeper_protocol::EventName;
 use shardkeeper_protocol::payload::RequestGuildMembers;
-use shardkeeper_protocol::{CloseCode, EventName, OpCode};
 use shardkeeper_session::{
-    Action, ClientPayload, Command, CommandError, Input, Notice, ResumeInfo, ShardSession,
+    Action, Command, CommandError, Input, ResumeInfo, SessionConfig, SessionStats, ShardSession,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::cluster::{ShardGone, ShardParams};
-use crate::coordinator::{CancelPermit, PermitGranted, PermitReport, RequestPermit};
+use crate::directory::StatusCell;
 use crate::members::{MemberRequests, MembersResult};
-use crate::registry::{ShardSnapshot, ShardState};
+use crate::metrics::Metrics;
+use crate::permit::{PermitReport, PermitSource};
+use crate::sink::Sinks;
+use crate::snapshot::ShardSnapshot;
+use crate::store::SessionLedger;
+use crate::transport::socket::Link;
 use crate::{Event, clock};
 
 use self::delivery::Deferred;
-use self::socket::Link;
 
 mod delivery;
-mod socket;
-mod upgrade;
+mod link;
+mod notice;
 
 /// How long a closing connection may take to send its close frame at shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
-/// A frame (or the end) of connection number `epoch`.
+/// What every shard of the process shares.
+pub(crate) struct Shared {
+    pub(crate) total: u32,
+    pub(crate) session: Arc<SessionConfig>,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) permits: Arc<dyn PermitSource>,
+    pub(crate) sinks: Sinks,
+    pub(crate) ledger: Arc<SessionLedger>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) supervisor: Recipient<ShardGone>,
+}
+
+/// One run of a shard's actor: what the supervisor hands it.
+pub(crate) struct Incarnation {
+    pub(crate) id: u32,
+    /// Where it publishes its snapshot and session.
+    pub(crate) status: StatusCell,
+    /// The session to resume.
+    pub(crate) resume: Option<ResumeInfo>,
+    /// Counters of earlier runs, added to the live session's.
+    pub(crate) carried: SessionStats,
+    /// Earlier runs that crashed.
+    pub(crate) restarts: u64,
+}
+
+/// A shard actor stopped without being retired: it crashed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Inbound {
-    epoch: u64,
-    /// Frames in arrival order; `None` marks the end of the connection.
-    items: Vec<Option<Result<Message, WsError>>>,
+pub(crate) struct ShardGone {
+    pub(crate) id: u32,
 }
 
 /// An operator or application command.
@@ -53,7 +79,9 @@ pub(crate) struct RequestMembers {
     pub(crate) reply: oneshot::Sender<MembersResult>,
 }
 
-/// Close with 4000 (the session stays resumable) and stop the actor.
+/// Close with 4000 (the session stays resumable) and stop the actor. What the sinks
+/// took is in the ledger; what a full sink did not take was never stored, so whoever
+/// resumes the session next receives it again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Retire;
@@ -66,29 +94,29 @@ pub(crate) struct Crash;
 
 /// One shard.
 pub(crate) struct Shard {
-    params: Arc<ShardParams>,
+    shared: Arc<Shared>,
+    id: u32,
+    status: StatusCell,
+    carried: SessionStats,
+    restarts: u64,
     session: ShardSession,
     /// Number of the current connection; inputs of older ones are dropped.
     epoch: u64,
     link: Option<Link>,
     connecting: Option<SpawnHandle>,
     timer: Option<(Instant, SpawnHandle)>,
-    ticket: u64,
+    /// The permit being waited for.
+    permit: Option<SpawnHandle>,
     members: MemberRequests,
-    /// Connection attempts that ended before READY or RESUMED, within the policy window.
-    failures: VecDeque<Instant>,
-    /// The current connection reached READY or RESUMED.
-    came_up: bool,
-    quarantined: bool,
     /// Writer tasks finishing a close handshake.
     closing: Vec<JoinHandle<()>>,
     /// Stopped on purpose: dropping it is not a crash.
     retired: bool,
     /// Session counters already added to the metrics.
-    published: shardkeeper_session::SessionStats,
+    published: SessionStats,
     /// Events a full sink has not taken yet, and the store writes that wait for them.
     backlog: VecDeque<Deferred>,
-    /// The newest session position, written to the store at the end of the batch.
+    /// The newest session position, written to the ledger at the end of the batch.
     persist: Option<ResumeInfo>,
     /// Dispatches of one name in a row not yet added to the metrics: every shard thread
     /// counts into the same counters, so a batch adds once instead of once per event.
@@ -96,30 +124,31 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(params: Arc<ShardParams>, session: ShardSession) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, run: Incarnation, seed: u64) -> Self {
+        let shard_id = shardkeeper_protocol::ShardId::new(run.id, shared.total)
+            // invariant: the supervisor starts only ids below the shard count (≥ 1)
+            .unwrap_or_else(|| unreachable!("shard {} of {}", run.id, shared.total));
+        let session = ShardSession::new(shard_id, Arc::clone(&shared.session), run.resume, seed);
         Self {
-            params,
+            shared,
+            id: run.id,
+            status: run.status,
+            carried: run.carried,
+            restarts: run.restarts,
             session,
             epoch: 0,
             link: None,
             connecting: None,
             timer: None,
-            ticket: 0,
+            permit: None,
             members: MemberRequests::default(),
-            failures: VecDeque::new(),
-            came_up: false,
-            quarantined: false,
             closing: Vec::new(),
             retired: false,
-            published: shardkeeper_session::SessionStats::default(),
+            published: SessionStats::default(),
             backlog: VecDeque::new(),
             persist: None,
             counted: None,
         }
-    }
-
-    fn id(&self) -> u32 {
-        self.params.id
     }
 
     /// Performs the session's actions, publishes the snapshot and re-arms the timer.
@@ -134,16 +163,14 @@ impl Shard {
         }
     }
 
-    /// What is done once per batch of inputs rather than per input: the coalesced store
-    /// write, the registry snapshot and metrics, the timer.
+    /// What is done once per batch of inputs rather than per input: the coalesced
+    /// ledger write, the published snapshot and metrics, the timer.
     fn settle(&mut self, ctx: &mut Context<Self>) {
         if let Some((t, n)) = self.counted.take() {
-            self.params.metrics.events(&t, n);
+            self.shared.metrics.events(&t, n);
         }
         if let Some(info) = self.persist.take() {
-            self.params
-                .store
-                .save_session(self.params.id, self.params.total, &info);
+            self.shared.ledger.save(self.id, self.shared.total, &info);
         }
         self.publish();
         self.rearm(ctx);
@@ -155,51 +182,48 @@ impl Shard {
             Some((name, n)) if name == t => *n += 1,
             counted => {
                 if let Some((name, n)) = counted.replace((t.clone(), 1)) {
-                    self.params.metrics.events(&name, n);
+                    self.shared.metrics.events(&name, n);
                 }
             }
         }
     }
 
     fn perform(&mut self, ctx: &mut Context<Self>, action: Action) {
-        let id = self.id();
         match action {
-            Action::Connect { url, resuming } => {
-                self.came_up = false;
-                self.connect(ctx, url, resuming);
-            }
+            Action::Connect { url, resuming } => self.connect(ctx, url, resuming),
             Action::Send(frame) => {
-                // The coordinator paces the bucket from the moment the IDENTIFY is written.
-                let report = (frame.op() == OpCode::Identify)
-                    .then(|| PermitReport::new(id, self.params.coordinator.clone()));
                 if let Some(link) = &self.link {
-                    link.send(Message::text(frame.into_string()), report);
+                    link.send(Message::text(frame.into_string()), None);
+                }
+            }
+            Action::Identify(frame) => {
+                // The permit source paces the bucket from the moment the IDENTIFY is
+                // written; dropped unwritten, the report says the permit went unused.
+                let report = PermitReport::new(self.id, Arc::clone(&self.shared.permits));
+                if let Some(link) = &self.link {
+                    let on_written = Box::new(move || report.written());
+                    link.send(Message::text(frame.into_string()), Some(on_written));
                 }
             }
             Action::Close(code) => self.close(ctx, Some(code)),
-            Action::RequestPermit => {
-                self.ticket += 1;
-                self.params.coordinator.do_send(RequestPermit {
-                    shard: id,
-                    ticket: self.ticket,
-                    reply: ctx.address().recipient(),
-                });
+            Action::RequestPermit => self.ask_permit(ctx),
+            Action::CancelPermit => {
+                if let Some(handle) = self.permit.take() {
+                    ctx.cancel_future(handle);
+                }
+                self.shared.permits.cancel(self.id);
             }
-            Action::CancelPermit => self.params.coordinator.do_send(CancelPermit {
-                shard: id,
-                ticket: self.ticket,
-            }),
             Action::Emit(dispatch) => {
-                let event = Event::new(id, dispatch);
+                let event = Event::new(self.id, dispatch);
                 if !self.members.is_empty() {
                     self.members.observe(&event);
                 }
                 self.count(&event.t);
-                let all = self.params.sinks.all();
+                let all = self.shared.sinks.all();
                 self.in_order(Deferred::Emit(event, all));
             }
             // With nothing backlogged every event so far is with the sinks, so the newest
-            // position can wait for the end of the batch: one store write per batch.
+            // position can wait for the end of the batch: one ledger write per batch.
             Action::Persist(info) if self.backlog.is_empty() => self.persist = Some(info),
             Action::Persist(info) => self.backlog.push_back(Deferred::Persist(info)),
             Action::Forget => {
@@ -207,108 +231,27 @@ impl Shard {
                 self.persist = None;
                 self.in_order(Deferred::Forget);
             }
-            Action::Changed(state) => tracing::debug!(shard = id, %state, "shard state changed"),
+            Action::Changed(state) => {
+                tracing::debug!(shard = self.id, %state, "shard state changed");
+            }
             Action::Notice(notice) => self.on_notice(notice),
         }
     }
 
-    fn on_notice(&mut self, notice: Notice) {
-        let id = self.id();
-        match notice {
-            Notice::Identified { guilds } => {
-                self.came_up = true;
-                tracing::info!(shard = id, guilds, "shard identified");
-            }
-            Notice::Resumed { replayed } => {
-                self.came_up = true;
-                tracing::info!(shard = id, replayed, "shard resumed");
-            }
-            Notice::HeartbeatAck { latency } => self.params.metrics.heartbeat(latency),
-            Notice::ZombieDetected => {
-                tracing::warn!(
-                    shard = id,
-                    "no heartbeat ack: zombie connection, reconnecting"
-                );
-            }
-            Notice::ReconnectRequested => tracing::info!(shard = id, "gateway asked to reconnect"),
-            Notice::InvalidSession { resumable } => {
-                tracing::warn!(shard = id, resumable, "gateway invalidated the session");
-            }
-            Notice::Disconnected {
-                code,
-                resumable,
-                retry_in,
-            } => {
-                if let Some(code) = code {
-                    self.params.metrics.close_code(code);
-                }
-                let reason = code.map(|c| CloseCode(c).description());
-                tracing::warn!(
-                    shard = id,
-                    ?code,
-                    ?reason,
-                    resumable,
-                    retry_in_ms = retry_in.as_millis() as u64,
-                    "shard disconnected"
-                );
-                if !std::mem::take(&mut self.came_up) {
-                    self.count_failure();
-                }
-            }
-            Notice::Fatal { code } => {
-                self.params.metrics.close_code(code);
-                tracing::error!(
-                    shard = id,
-                    code,
-                    reason = CloseCode(code).description(),
-                    "fatal close code; the shard stays failed until an operator restarts it"
-                );
-            }
-            Notice::TimedOut { waiting_for } => {
-                tracing::warn!(shard = id, waiting_for, "gateway timed out");
-            }
-            Notice::ProtocolError { detail } => {
-                tracing::warn!(shard = id, %detail, "invalid payload from the gateway");
-            }
-            Notice::UnexpectedOpcode { op } => {
-                tracing::debug!(shard = id, op, "ignored unexpected opcode");
-            }
-            Notice::ResumeUrlUnreachable => {
-                tracing::warn!(
-                    shard = id,
-                    "resume URL unreachable; identifying a new session"
-                );
-            }
+    fn ask_permit(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.permit.take() {
+            ctx.cancel_future(handle);
         }
-    }
-
-    /// Parks the shard when its connections keep failing before READY or RESUMED. A
-    /// session that came up and was later dropped, asked to reconnect or invalidated is
-    /// the gateway's doing and does not count.
-    fn count_failure(&mut self) {
-        let now = clock::now();
-        let policy = self.params.quarantine;
-        self.failures.push_back(now);
-        while self
-            .failures
-            .front()
-            .is_some_and(|&t| now.saturating_duration_since(t) > policy.window)
-        {
-            self.failures.pop_front();
-        }
-        if policy.failures > 0
-            && self.failures.len() >= policy.failures as usize
-            && !self.quarantined
-        {
-            tracing::error!(
-                shard = self.id(),
-                failures = self.failures.len(),
-                window_s = policy.window.as_secs(),
-                "shard quarantined after repeated failures"
-            );
-            self.quarantined = true;
-            let _ = self.session.command(clock::now(), Command::Stop);
-        }
+        let granted = self.shared.permits.ask(self.id);
+        let handle = ctx.spawn(granted.into_actor(self).map(|grant, act, ctx| {
+            act.permit = None;
+            // A closed channel means the source replaced or dropped the request.
+            if grant.is_ok() {
+                act.session.handle(clock::now(), Input::PermitGranted);
+                act.after_input(ctx);
+            }
+        }));
+        self.permit = Some(handle);
     }
 
     fn rearm(&mut self, ctx: &mut Context<Self>) {
@@ -330,24 +273,24 @@ impl Shard {
         }
     }
 
+    /// Writes the shard's snapshot and session where the supervisor, the handle and
+    /// the metrics read them.
     fn publish(&mut self) {
         let stats = self.session.stats();
-        self.params
+        self.shared
             .metrics
             .session_progress(&self.published, &stats);
         self.published.clone_from(&stats);
-        let Some(mut entry) = self.params.registry.entry(self.id()) else {
-            return;
-        };
-        let carried = entry.carried.clone();
+        let carried = &self.carried;
         let resume = self.session.resume_info();
-        let session_id = match (&entry.snapshot.session_id, resume) {
+        let mut cell = self.status.lock();
+        let session_id = match (&cell.snapshot.session_id, resume) {
             (Some(old), Some(info)) if **old == *info.session_id => Some(Arc::clone(old)),
             (_, info) => info.map(|i| Arc::clone(&i.session_id)),
         };
-        entry.snapshot = ShardSnapshot {
-            id: self.id(),
-            state: ShardState::from_session(self.session.state(), self.quarantined),
+        cell.snapshot = ShardSnapshot {
+            id: self.id,
+            state: self.session.state(),
             latency_ms: stats
                 .latency
                 .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
@@ -361,9 +304,9 @@ impl Shard {
             guilds: stats.guilds,
             zombies: carried.zombies + stats.zombies,
             failed_code: self.session.failure_code(),
-            restarts: entry.snapshot.restarts,
+            restarts: self.restarts,
         };
-        entry.resume = resume.cloned();
+        cell.resume = resume.cloned();
     }
 }
 
@@ -371,9 +314,6 @@ impl Actor for Shard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(mut entry) = self.params.registry.entry(self.id()) {
-            entry.addr = Some(ctx.address());
-        }
         let _ = self.session.command(clock::now(), Command::Start);
         self.after_input(ctx);
     }
@@ -382,20 +322,7 @@ impl Actor for Shard {
 impl Drop for Shard {
     fn drop(&mut self) {
         if !self.retired {
-            self.params
-                .supervisor
-                .do_send(ShardGone { id: self.params.id });
-        }
-    }
-}
-
-impl Handler<PermitGranted> for Shard {
-    type Result = ();
-
-    fn handle(&mut self, msg: PermitGranted, ctx: &mut Self::Context) {
-        if msg.ticket == self.ticket {
-            self.session.handle(clock::now(), Input::PermitGranted);
-            self.after_input(ctx);
+            self.shared.supervisor.do_send(ShardGone { id: self.id });
         }
     }
 }
@@ -408,10 +335,6 @@ impl Handler<ShardCommand> for Shard {
         ShardCommand(command): ShardCommand,
         ctx: &mut Self::Context,
     ) -> Self::Result {
-        if matches!(command, Command::Start | Command::Restart { .. }) {
-            self.quarantined = false;
-            self.failures.clear();
-        }
         let result = self.session.command(clock::now(), command);
         self.after_input(ctx);
         result
@@ -422,20 +345,12 @@ impl Handler<RequestMembers> for Shard {
     type Result = Result<(), CommandError>;
 
     fn handle(&mut self, msg: RequestMembers, ctx: &mut Self::Context) -> Self::Result {
-        let mut request = msg.request;
-        let nonce = request
-            .nonce
-            .get_or_insert_with(|| format!("sk{:016x}", rand::random::<u64>()))
-            .clone();
-        let result = self.session.command(
-            clock::now(),
-            Command::Send(ClientPayload::RequestMembers(request)),
-        );
-        if result.is_ok() {
-            self.members.register(nonce, msg.reply);
+        let result = self.session.request_members(clock::now(), msg.request);
+        if let Ok(nonce) = &result {
+            self.members.register(nonce.clone(), msg.reply);
         }
         self.after_input(ctx);
-        result
+        result.map(drop)
     }
 }
 
@@ -463,6 +378,6 @@ impl Handler<Crash> for Shard {
     type Result = ();
 
     fn handle(&mut self, _: Crash, _: &mut Self::Context) {
-        panic!("shard {}: injected handler panic", self.params.id);
+        panic!("shard {}: injected handler panic", self.id);
     }
 }

@@ -1,18 +1,21 @@
 //! Where sessions and the identify schedule are kept between runs.
 //!
-//! Session writes happen for every dispatch, so stores buffer them; [`SessionStore::flush`]
-//! takes the buffer, runs a barrier that makes every sink write out what it was handed,
-//! and only then writes the batch. So a stored sequence never runs ahead of what the
-//! sinks delivered, whatever moment the process dies at.
+//! Session writes happen for every dispatch, so [`SessionLedger`] buffers them; its
+//! flush takes the buffer, runs a barrier that makes every sink write out what it was
+//! handed, and only then has the backend ([`SessionStore`]) write the batch. So a stored
+//! sequence never runs ahead of what the sinks delivered, whatever moment the process
+//! dies at.
 
+mod ledger;
 mod sled;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use shardkeeper_session::{ResumeInfo, ScheduleSnapshot};
 
+pub use self::ledger::SessionLedger;
 pub use self::sled::SledStore;
 
 /// What is stored per shard.
@@ -78,78 +81,38 @@ pub enum StoreError {
     },
 }
 
-/// Persistence of sessions and identify state.
+/// Where sessions and the identify schedule are kept: a backend writes batches and
+/// reads them back. Buffering and the order against the sinks are not its business —
+/// [`SessionLedger`] owns both — so no backend can store a sequence before its event
+/// reached every sink.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Every stored session, by shard id (written by earlier flushes).
+    /// Every stored session, by shard id.
     fn load_sessions(&self) -> Result<HashMap<u32, StoredSession>, StoreError>;
     /// The last identify schedule snapshot.
     fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError>;
-    /// Buffers a shard's session (of a bot running `total` shards) for the next flush.
-    fn save_session(&self, shard: u32, total: u32, info: &ResumeInfo);
-    /// Buffers the deletion of a shard's session.
-    fn forget_session(&self, shard: u32);
+    /// Writes a batch of session changes durably before returning, all or nothing.
+    fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError>;
     /// Writes the identify schedule durably before returning: a permit is only granted
     /// once its grant is on disk, so a crash loop cannot break a window.
     fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError>;
-    /// Takes the buffered changes, runs `barrier`, then writes them durably.
-    fn flush(&self, barrier: &mut dyn FnMut()) -> Result<(), StoreError>;
 }
 
-/// A buffered change to one shard's record.
-#[derive(Debug, Clone)]
-pub(crate) enum Change {
+/// A change to one shard's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Store this session.
     Save(StoredSession),
+    /// Delete the stored session.
     Forget,
 }
 
-/// Session changes waiting for the next flush, newest per shard.
-#[derive(Debug, Default)]
-pub(crate) struct Pending {
-    changes: Mutex<HashMap<u32, Change>>,
-}
+/// Changes to write together, newest per shard.
+pub type SessionBatch = HashMap<u32, Change>;
 
-impl Pending {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Change>> {
-        self.changes.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn save(&self, shard: u32, total: u32, info: &ResumeInfo) {
-        let mut changes = self.lock();
-        let now = crate::clock::wall_ms();
-        match changes.get_mut(&shard) {
-            Some(Change::Save(stored))
-                if *stored.session_id == *info.session_id && stored.total == total =>
-            {
-                stored.seq = info.seq;
-                stored.updated = now;
-            }
-            _ => {
-                changes.insert(shard, Change::Save(StoredSession::new(info, total, now)));
-            }
-        }
-    }
-
-    pub(crate) fn forget(&self, shard: u32) {
-        self.lock().insert(shard, Change::Forget);
-    }
-
-    pub(crate) fn take(&self) -> HashMap<u32, Change> {
-        std::mem::take(&mut *self.lock())
-    }
-
-    /// Puts back changes a failed flush could not write, unless newer ones arrived.
-    pub(crate) fn put_back(&self, changes: HashMap<u32, Change>) {
-        let mut pending = self.lock();
-        for (shard, change) in changes {
-            pending.entry(shard).or_insert(change);
-        }
-    }
-}
-
-/// A store that keeps everything in memory (tests, and the fallback when disk fails).
+/// A store that keeps everything in memory (tests, and embedding programs that need no
+/// resume across restarts).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    pending: Pending,
     sessions: Mutex<HashMap<u32, StoredSession>>,
     schedule: Mutex<Option<ScheduleSnapshot>>,
 }
@@ -171,33 +134,23 @@ impl SessionStore for MemoryStore {
             .clone())
     }
 
-    fn save_session(&self, shard: u32, total: u32, info: &ResumeInfo) {
-        self.pending.save(shard, total, info);
-    }
-
-    fn forget_session(&self, shard: u32) {
-        self.pending.forget(shard);
-    }
-
-    fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
-        *self.schedule.lock().unwrap_or_else(PoisonError::into_inner) = Some(snapshot.clone());
-        Ok(())
-    }
-
-    fn flush(&self, barrier: &mut dyn FnMut()) -> Result<(), StoreError> {
-        let changes = self.pending.take();
-        barrier();
+    fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        for (shard, change) in changes {
+        for (&shard, change) in batch {
             match change {
                 Change::Save(stored) => {
-                    sessions.insert(shard, stored);
+                    sessions.insert(shard, stored.clone());
                 }
                 Change::Forget => {
                     sessions.remove(&shard);
                 }
             }
         }
+        Ok(())
+    }
+
+    fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
+        *self.schedule.lock().unwrap_or_else(PoisonError::into_inner) = Some(snapshot.clone());
         Ok(())
     }
 }

@@ -1,10 +1,14 @@
-//! One contract suite run against every `SessionStore`.
+//! One contract suite run against every `SessionStore`, through the one flush path
+//! (`SessionLedger`) every backend is written by.
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
-use shardkeeper_cluster::{MemoryStore, SessionStore, SledStore, StoreError};
+use shardkeeper_cluster::{
+    Change, MemoryStore, SessionBatch, SessionLedger, SessionStore, SledStore, StoreError,
+};
 use shardkeeper_session::{ResumeInfo, ScheduleSnapshot};
 
 fn info(session: &str, seq: u64) -> ResumeInfo {
@@ -15,22 +19,24 @@ fn info(session: &str, seq: u64) -> ResumeInfo {
     }
 }
 
-fn flush(store: &dyn SessionStore) {
-    store.flush(&mut || {}).expect("flush");
+fn flush(ledger: &SessionLedger) {
+    ledger.flush(&mut || {}).expect("flush");
 }
 
-fn contract(store: &dyn SessionStore) {
+fn contract(backend: &Arc<dyn SessionStore>) {
+    let ledger = SessionLedger::new(Arc::clone(backend));
+    let store = backend.as_ref();
     assert!(store.load_sessions().expect("load").is_empty());
     assert!(store.load_schedule().expect("load").is_none());
 
-    store.save_session(3, 16, &info("a", 10));
-    store.save_session(3, 16, &info("a", 12));
+    ledger.save(3, 16, &info("a", 10));
+    ledger.save(3, 16, &info("a", 12));
     assert!(
         store.load_sessions().expect("load").is_empty(),
         "buffered until flush"
     );
     let barrier_ran = Cell::new(false);
-    store
+    ledger
         .flush(&mut || {
             barrier_ran.set(true);
             assert!(
@@ -49,9 +55,9 @@ fn contract(store: &dyn SessionStore) {
     assert_eq!(stored.resume_info(), info("a", 12));
     assert!(stored.updated > 1_600_000_000_000);
 
-    store.save_session(3, 16, &info("b", 1));
-    store.save_session(4, 16, &info("c", 7));
-    flush(store);
+    ledger.save(3, 16, &info("b", 1));
+    ledger.save(4, 16, &info("c", 7));
+    flush(&ledger);
     let sessions = store.load_sessions().expect("load");
     assert_eq!(
         (sessions[&3].session_id.as_str(), sessions[&3].seq),
@@ -59,16 +65,16 @@ fn contract(store: &dyn SessionStore) {
     );
     assert_eq!(sessions.len(), 2);
 
-    store.forget_session(3);
-    store.save_session(4, 16, &info("c", 9));
-    flush(store);
+    ledger.forget(3);
+    ledger.save(4, 16, &info("c", 9));
+    flush(&ledger);
     let sessions = store.load_sessions().expect("load");
     assert!(!sessions.contains_key(&3));
     assert_eq!(sessions[&4].seq, 9);
 
-    store.forget_session(4);
-    store.save_session(4, 16, &info("d", 2));
-    flush(store);
+    ledger.forget(4);
+    ledger.save(4, 16, &info("d", 2));
+    flush(&ledger);
     assert_eq!(
         store.load_sessions().expect("load")[&4].session_id,
         "d",
@@ -83,21 +89,83 @@ fn contract(store: &dyn SessionStore) {
     };
     store.save_schedule(&snapshot).expect("save");
     assert_eq!(store.load_schedule().expect("load"), Some(snapshot));
+
+    let mut batch = SessionBatch::new();
+    batch.insert(
+        9,
+        Change::Save(store.load_sessions().expect("load")[&4].clone()),
+    );
+    batch.insert(4, Change::Forget);
+    store.write_sessions(&batch).expect("a batch");
+    let sessions = store.load_sessions().expect("load");
+    assert!(!sessions.contains_key(&4), "a batch writes every change");
+    assert_eq!(sessions[&9].session_id, "d");
+    batch.clear();
+    batch.insert(4, Change::Save(sessions[&9].clone()));
+    batch.insert(9, Change::Forget);
+    store.write_sessions(&batch).expect("a batch");
+}
+
+/// A store whose writes fail until told otherwise.
+#[derive(Default)]
+struct Flaky {
+    inner: MemoryStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl SessionStore for Flaky {
+    fn load_sessions(
+        &self,
+    ) -> Result<std::collections::HashMap<u32, shardkeeper_cluster::StoredSession>, StoreError>
+    {
+        self.inner.load_sessions()
+    }
+
+    fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError> {
+        self.inner.load_schedule()
+    }
+
+    fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Backend("disk on fire".into()));
+        }
+        self.inner.write_sessions(batch)
+    }
+
+    fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
+        self.inner.save_schedule(snapshot)
+    }
+}
+
+#[test]
+fn a_failed_write_keeps_its_changes_unless_newer_ones_came() {
+    let flaky = Arc::new(Flaky::default());
+    flaky
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let ledger = SessionLedger::new(Arc::clone(&flaky) as Arc<dyn SessionStore>);
+    ledger.save(1, 4, &info("a", 5));
+    ledger.save(2, 4, &info("b", 5));
+    let mut newer = || ledger.save(2, 4, &info("b", 8));
+    assert!(ledger.flush(&mut newer).is_err());
+    flaky
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    flush(&ledger);
+    let sessions = flaky.load_sessions().expect("load");
+    assert_eq!((sessions[&1].seq, sessions[&2].seq), (5, 8));
 }
 
 #[test]
 fn memory_store_contract() {
-    contract(&MemoryStore::default());
+    contract(&(Arc::new(MemoryStore::default()) as Arc<dyn SessionStore>));
 }
 
 #[test]
 fn sled_store_contract_and_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store.sled");
-    {
-        let store = SledStore::open(&path).expect("opens");
-        contract(&store);
-    }
+    contract(&(Arc::new(SledStore::open(&path).expect("opens")) as Arc<dyn SessionStore>));
     let reopened = SledStore::open(&path).expect("reopens");
     let sessions = reopened.load_sessions().expect("load");
     assert_eq!(sessions[&4].session_id, "d");
@@ -130,9 +198,9 @@ fn sled_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("private.sled");
-    let store = SledStore::open(&path).expect("opens");
-    store.save_session(1, 2, &info("x", 1));
-    store.flush(&mut || {}).expect("flush");
+    let ledger = SessionLedger::new(Arc::new(SledStore::open(&path).expect("opens")));
+    ledger.save(1, 2, &info("x", 1));
+    flush(&ledger);
     let dir_mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700);
     for entry in std::fs::read_dir(&path).expect("list").flatten() {

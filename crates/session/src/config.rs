@@ -5,6 +5,8 @@ use std::time::Duration;
 use shardkeeper_protocol::payload::PresenceUpdate;
 use shardkeeper_protocol::{Compression, Intents, Token};
 
+use crate::QuarantinePolicy;
+
 /// Everything a [`crate::ShardSession`] needs to know besides its shard id, already
 /// validated; the shards of a cluster share one.
 #[derive(Debug, Clone)]
@@ -25,6 +27,8 @@ pub struct SessionConfig {
     pub timing: Timing,
     /// Application payloads held while the shard is not Ready; more are refused.
     pub outbox_capacity: usize,
+    /// Crash-loop protection.
+    pub quarantine: QuarantinePolicy,
 }
 
 impl SessionConfig {
@@ -40,6 +44,7 @@ impl SessionConfig {
             presence: None,
             timing: Timing::default(),
             outbox_capacity: 64,
+            quarantine: QuarantinePolicy::default(),
         }
     }
 }

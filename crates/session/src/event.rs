@@ -42,6 +42,10 @@ pub enum Action {
     },
     /// Write this text frame.
     Send(Outbound),
+    /// Write this IDENTIFY, the one the granted permit was for, and tell the permit
+    /// source when it was written (or that it never was): the bucket's window counts
+    /// from that moment.
+    Identify(Outbound),
     /// Close the current connection (or abort the connect attempt) with this code.
     Close(u16),
     /// Ask the identify coordinator for a permit; answer with `Input::PermitGranted`.
@@ -150,6 +154,14 @@ pub enum Notice {
     },
     /// `resume_gateway_url` could not be reached; the session was given up.
     ResumeUrlUnreachable,
+    /// Too many connections ended before READY or RESUMED: the shard is parked until a
+    /// `Start` or `Restart`.
+    Quarantined {
+        /// Failures counted within the window.
+        failures: usize,
+        /// The policy's window.
+        window: Duration,
+    },
 }
 
 /// Operator and application requests.

@@ -25,6 +25,7 @@
 //! - `state.rs`: the `State` enum, each variant owning its data
 //! - `event.rs`: inputs, actions, commands, notices
 //! - `heartbeat.rs`, `backoff.rs`, `limiter.rs`, `clock.rs`: timing pieces
+//! - `quarantine.rs`: parking a shard whose connections keep failing before READY
 //! - `schedule.rs`: the identify schedule
 //! - `config.rs`: typed session configuration
 
@@ -34,6 +35,7 @@ mod config;
 mod event;
 mod heartbeat;
 mod limiter;
+mod quarantine;
 mod schedule;
 mod session;
 mod state;
@@ -43,6 +45,7 @@ pub use event::{
     Action, ClientPayload, Command, CommandError, Dispatch, Input, Notice, ResumeInfo,
 };
 pub use limiter::{SEND_BUDGET, SEND_WINDOW, SendClass, SendLimiter};
+pub use quarantine::QuarantinePolicy;
 pub use schedule::{
     BucketStatus, IdentifySchedule, ScheduleConfig, ScheduleSnapshot, ScheduleStatus,
 };

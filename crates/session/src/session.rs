@@ -7,14 +7,15 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use shardkeeper_protocol::payload::PresenceUpdate;
+use rand::{Rng, SeedableRng};
+use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers};
 use shardkeeper_protocol::{Outbound, ShardId};
 
 use crate::limiter::SendClass;
+use crate::quarantine::Quarantine;
 use crate::state::{Pending, State, Target};
-use crate::{Action, Command, CommandError, ResumeInfo, SessionConfig, StateKind};
+use crate::{Action, ClientPayload, Command, CommandError, ResumeInfo, SessionConfig, StateKind};
 
 /// Counters and gauges of one shard, for the admin API and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +65,10 @@ pub struct ShardSession {
     rng: SmallRng,
     /// Consecutive failed connections since the last Ready.
     failures: u32,
+    /// Connections ended before READY or RESUMED, for the quarantine policy.
+    quarantine: Quarantine,
+    /// The current connection reached READY or RESUMED.
+    came_up: bool,
     connections: u64,
     reported: StateKind,
     stats: SessionStats,
@@ -89,6 +94,8 @@ impl ShardSession {
             outbox: VecDeque::new(),
             rng: SmallRng::seed_from_u64(seed),
             failures: 0,
+            quarantine: Quarantine::default(),
+            came_up: false,
             connections: 0,
             reported: StateKind::Idle,
             stats: SessionStats::default(),
@@ -128,6 +135,25 @@ impl ShardSession {
         };
         self.report_state();
         result
+    }
+
+    /// Sends a guild member request once the shard is Ready; returns its nonce, which
+    /// every GUILD_MEMBERS_CHUNK of the answer carries. A request without a nonce gets
+    /// one from the session's generator.
+    pub fn request_members(
+        &mut self,
+        now: Instant,
+        mut request: RequestGuildMembers,
+    ) -> Result<String, CommandError> {
+        let nonce = if let Some(nonce) = &request.nonce {
+            nonce.clone()
+        } else {
+            let nonce = format!("sk{:016x}", self.rng.random::<u64>());
+            request.nonce = Some(nonce.clone());
+            nonce
+        };
+        self.command(now, Command::Send(ClientPayload::RequestMembers(request)))
+            .map(|()| nonce)
     }
 
     /// The next action to perform, in order.
@@ -221,6 +247,7 @@ impl ShardSession {
         if self.connections > 0 {
             self.stats.reconnects += 1;
         }
+        self.came_up = false;
         self.connections += 1;
         self.push(Action::Connect { url, resuming });
         self.state = State::Connecting {
@@ -249,15 +276,16 @@ impl ShardSession {
                 link.blocked_until = Some(at);
                 return;
             }
-            let frame = match link.priority.pop_front() {
+            let action = match link.priority.pop_front() {
                 Some(Pending::Heartbeat) => {
                     link.heartbeat.sent(now);
-                    Outbound::heartbeat(seq)
+                    Action::Send(Outbound::heartbeat(seq))
                 }
-                Some(Pending::Frame(frame)) => frame,
+                Some(Pending::Frame(frame)) => Action::Send(frame),
+                Some(Pending::Identify(frame)) => Action::Identify(frame),
                 None => break,
             };
-            actions.push_back(Action::Send(frame));
+            actions.push_back(action);
         }
         while ready && !outbox.is_empty() {
             if let Err(at) = link.conn.limiter.try_acquire(now, SendClass::General) {

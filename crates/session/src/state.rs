@@ -31,13 +31,16 @@ pub enum StateKind {
     Reconnecting,
     /// Stopped by the operator.
     Stopped,
+    /// Parked after failing too often before READY or RESUMED; `Start` or `Restart`
+    /// brings it back.
+    Quarantined,
     /// Closed with a fatal code; not retried.
     Failed,
 }
 
 impl StateKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Idle,
         Self::Connecting,
         Self::AwaitingHello,
@@ -46,6 +49,7 @@ impl StateKind {
         Self::Ready,
         Self::Reconnecting,
         Self::Stopped,
+        Self::Quarantined,
         Self::Failed,
     ];
 
@@ -61,9 +65,31 @@ impl StateKind {
             Self::Ready => "ready",
             Self::Reconnecting => "reconnecting",
             Self::Stopped => "stopped",
+            Self::Quarantined => "quarantined",
             Self::Failed => "failed",
         }
     }
+
+    /// Whether the shard is parked: stopped, quarantined or failed, waiting for a command.
+    #[must_use]
+    pub fn is_parked(self) -> bool {
+        matches!(self, Self::Stopped | Self::Quarantined | Self::Failed)
+    }
+
+    /// Whether no shard in this state is on its way up: Ready or parked.
+    #[must_use]
+    pub fn is_settled(self) -> bool {
+        self == Self::Ready || self.is_parked()
+    }
+}
+
+/// Why a session is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// `Command::Stop`.
+    Operator,
+    /// The quarantine policy parked it.
+    Quarantined,
 }
 
 impl fmt::Display for StateKind {
@@ -113,6 +139,8 @@ pub(crate) struct Conn {
 pub(crate) enum Pending {
     Heartbeat,
     Frame(Outbound),
+    /// The IDENTIFY a permit was granted for: its write is reported to the permit source.
+    Identify(Outbound),
 }
 
 /// An open WebSocket after HELLO.
@@ -169,6 +197,7 @@ pub(crate) enum State {
     },
     Stopped {
         resume: Option<ResumeInfo>,
+        reason: StopReason,
     },
     Failed {
         code: u16,
@@ -185,7 +214,14 @@ impl State {
             Self::Resuming { .. } => StateKind::Resuming,
             Self::Ready { .. } => StateKind::Ready,
             Self::Reconnecting { .. } => StateKind::Reconnecting,
-            Self::Stopped { .. } => StateKind::Stopped,
+            Self::Stopped {
+                reason: StopReason::Operator,
+                ..
+            } => StateKind::Stopped,
+            Self::Stopped {
+                reason: StopReason::Quarantined,
+                ..
+            } => StateKind::Quarantined,
             Self::Failed { .. } => StateKind::Failed,
         }
     }
@@ -193,7 +229,7 @@ impl State {
     /// The session this state holds, if any.
     pub(crate) fn resume(&self) -> Option<&ResumeInfo> {
         match self {
-            Self::Idle { resume } | Self::Stopped { resume } => resume.as_ref(),
+            Self::Idle { resume } | Self::Stopped { resume, .. } => resume.as_ref(),
             Self::Connecting { target, .. }
             | Self::AwaitingHello { target, .. }
             | Self::Reconnecting { target, .. } => match target {
@@ -208,7 +244,7 @@ impl State {
     /// Moves the session out of a state that is being left.
     pub(crate) fn into_resume(self) -> Option<ResumeInfo> {
         match self {
-            Self::Idle { resume } | Self::Stopped { resume } => resume,
+            Self::Idle { resume } | Self::Stopped { resume, .. } => resume,
             Self::Connecting { target, .. }
             | Self::AwaitingHello { target, .. }
             | Self::Reconnecting { target, .. } => target.into_resume(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use shardkeeper_admin::{AdminConfig, AdminServer};
-use shardkeeper_cluster::ShardState;
+use shardkeeper_cluster::StateKind;
 use shardkeeper_protocol::Token;
 use shardkeeper_sim::{SimConfig, guild_ids};
 
@@ -192,7 +192,7 @@ async fn shard_routes_and_their_errors() {
     env.wait_for("resume", Duration::from_secs(5), |env| {
         env.cluster
             .shard(0)
-            .is_some_and(|s| s.resumes == 1 && s.state == ShardState::Ready)
+            .is_some_and(|s| s.resumes == 1 && s.state == StateKind::Ready)
     })
     .await;
     assert_eq!(env.sim.stats().identifies, 2, "a restart resumes");
@@ -209,7 +209,7 @@ async fn shard_routes_and_their_errors() {
     .await;
 
     assert_eq!(api.post("/api/v1/shards/1/stop", None).await.0, 202);
-    env.shard_state(1, ShardState::Stopped, Duration::from_secs(2))
+    env.shard_state(1, StateKind::Stopped, Duration::from_secs(2))
         .await;
     let (status, body) = api.call("GET", "/readyz", None, None).await;
     assert_eq!(
@@ -231,7 +231,7 @@ async fn shard_routes_and_their_errors() {
     env.wait_for("resume after start", Duration::from_secs(5), |env| {
         env.cluster
             .shard(1)
-            .is_some_and(|s| s.resumes == 1 && s.state == ShardState::Ready)
+            .is_some_and(|s| s.resumes == 1 && s.state == StateKind::Ready)
     })
     .await;
     assert_eq!(env.sim.stats().identifies, 3);

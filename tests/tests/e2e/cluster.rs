@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use shardkeeper_cluster::{
-    Cluster, ClusterError, QuarantinePolicy, RestError, ShardState, client_config,
+    Cluster, ClusterError, QuarantinePolicy, RestError, StateKind, client_config,
 };
 use shardkeeper_protocol::Token;
 use shardkeeper_sim::{Fault, FaultTarget, RestFault, Sim, SimConfig, TlsConfig};
@@ -80,7 +80,7 @@ async fn a_crashed_shard_actor_is_restarted_with_its_session() {
     env.cluster.crash_shard(1).expect("owned");
     env.wait_for("restart", Duration::from_secs(5), |env| {
         env.cluster.shard(1).is_some_and(|s| {
-            s.restarts == 1 && s.state == ShardState::Ready && s.resumes == before.resumes + 1
+            s.restarts == 1 && s.state == StateKind::Ready && s.resumes == before.resumes + 1
         })
     })
     .await;
@@ -160,7 +160,7 @@ async fn a_crash_looping_shard_is_quarantined_until_an_operator_starts_it() {
         Duration::from_millis(200),
     )
     .await;
-    env.shard_state(0, ShardState::Quarantined, Duration::from_secs(10))
+    env.shard_state(0, StateKind::Quarantined, Duration::from_secs(10))
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -169,7 +169,7 @@ async fn a_crash_looping_shard_is_quarantined_until_an_operator_starts_it() {
         "a quarantined shard stays down"
     );
     env.cluster.start(0).await.expect("operator start");
-    env.shard_state(0, ShardState::Ready, Duration::from_secs(5))
+    env.shard_state(0, StateKind::Ready, Duration::from_secs(5))
         .await;
     env.assert_clean().await;
     env.stop().await;
@@ -194,13 +194,13 @@ async fn sessions_the_gateway_drops_after_ready_are_not_a_crash_loop() {
         env.wait_for("resume", Duration::from_secs(5), |env| {
             env.cluster
                 .shard(0)
-                .is_some_and(|s| s.resumes == round && s.state == ShardState::Ready)
+                .is_some_and(|s| s.resumes == round && s.state == StateKind::Ready)
         })
         .await;
     }
     assert_eq!(
         env.cluster.shard(1).map(|s| s.state),
-        Some(ShardState::Ready)
+        Some(StateKind::Ready)
     );
     env.assert_clean().await;
     env.stop().await;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shardkeeper_cluster::{ClusterError, MembersError, ShardState};
+use shardkeeper_cluster::{ClusterError, MembersError, StateKind};
 use shardkeeper_protocol::Snowflake;
 use shardkeeper_protocol::payload::{
     Activity, ActivityType, PresenceUpdate, RequestGuildMembers, Status, VoiceStateUpdate,
@@ -34,7 +34,7 @@ async fn restart_stop_start() {
     env.wait_for("resume", Duration::from_secs(5), |env| {
         env.cluster
             .shard(0)
-            .is_some_and(|s| s.resumes == 1 && s.state == ShardState::Ready)
+            .is_some_and(|s| s.resumes == 1 && s.state == StateKind::Ready)
     })
     .await;
     assert_eq!(env.sim.stats().identifies, 2);
@@ -43,7 +43,7 @@ async fn restart_stop_start() {
     env.wait_for("identify", Duration::from_secs(5), |env| {
         env.cluster
             .shard(0)
-            .is_some_and(|s| s.identifies == 2 && s.state == ShardState::Ready)
+            .is_some_and(|s| s.identifies == 2 && s.state == StateKind::Ready)
     })
     .await;
     assert_eq!(env.sim.stats().identifies, 3);
@@ -53,7 +53,7 @@ async fn restart_stop_start() {
     .await;
 
     env.cluster.stop(1).await.expect("stop");
-    env.shard_state(1, ShardState::Stopped, Duration::from_secs(2))
+    env.shard_state(1, StateKind::Stopped, Duration::from_secs(2))
         .await;
     env.wait_for("close 4000", CLOSE_READ, |env| {
         env.sim.stats().client_close_codes.get(&4000) >= Some(&2)
@@ -63,7 +63,7 @@ async fn restart_stop_start() {
     env.wait_for("resume after start", Duration::from_secs(5), |env| {
         env.cluster
             .shard(1)
-            .is_some_and(|s| s.resumes == 1 && s.state == ShardState::Ready)
+            .is_some_and(|s| s.resumes == 1 && s.state == StateKind::Ready)
     })
     .await;
     assert_eq!(env.sim.stats().identifies, 3);

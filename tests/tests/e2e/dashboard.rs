@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use shardkeeper_admin::AdminConfig;
-use shardkeeper_cluster::ShardState;
+use shardkeeper_cluster::StateKind;
 use shardkeeper_protocol::Token;
 
 use crate::harness::{Env, sim_config};
@@ -194,7 +194,7 @@ async fn dashboard_shows_tiles_and_restarts_a_shard() {
         |env| {
             env.cluster
                 .shard(4)
-                .is_some_and(|s| s.resumes == 1 && s.state == ShardState::Ready)
+                .is_some_and(|s| s.resumes == 1 && s.state == StateKind::Ready)
         },
     )
     .await;

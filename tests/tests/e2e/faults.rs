@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shardkeeper_cluster::ShardState;
+use shardkeeper_cluster::StateKind;
 use shardkeeper_sim::{Fault, FaultTarget, SimConfig};
 
 use crate::harness::{Env, sim_config};
@@ -18,7 +18,7 @@ async fn recover(env: &Env, fault: Fault) -> u64 {
         Duration::from_secs(10),
         |env| {
             let now = env.cluster.shard(1).expect("owned");
-            now.state == ShardState::Ready
+            now.state == StateKind::Ready
                 && (now.resumes > shard_before.resumes || now.identifies > shard_before.identifies)
         },
     )
@@ -85,7 +85,7 @@ async fn server_heartbeat_request_is_answered() {
     env.assert_clean().await;
     assert_eq!(
         env.cluster.shard(0).map(|s| s.state),
-        Some(ShardState::Ready)
+        Some(StateKind::Ready)
     );
     env.stop().await;
 }
@@ -97,13 +97,13 @@ async fn fatal_close_codes_fail_the_shard_without_retrying() {
         env.all_ready(Duration::from_secs(5)).await;
         let connections = env.sim.stats().connections;
         env.sim.inject(FaultTarget::shard(0), Fault::Close { code });
-        env.shard_state(0, ShardState::Failed, Duration::from_secs(5))
+        env.shard_state(0, StateKind::Failed, Duration::from_secs(5))
             .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let shard = env.cluster.shard(0).expect("owned");
         assert_eq!(
             (shard.state, shard.failed_code, shard.last_close_code),
-            (ShardState::Failed, Some(code), Some(code))
+            (StateKind::Failed, Some(code), Some(code))
         );
         assert_eq!(
             env.sim.stats().connections,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shardkeeper_admin::EventHub;
 use shardkeeper_cluster::{
-    Auto, ChannelSink, Cluster, ClusterConfig, ClusterHandle, ShardState, SledStore,
+    Auto, ChannelSink, Cluster, ClusterConfig, ClusterHandle, SledStore, StateKind,
 };
 use shardkeeper_protocol::{Compression, Token};
 use shardkeeper_session::Timing;
@@ -146,7 +146,7 @@ impl Env {
             .await;
     }
 
-    pub(crate) async fn shard_state(&self, id: u32, state: ShardState, timeout: Duration) {
+    pub(crate) async fn shard_state(&self, id: u32, state: StateKind, timeout: Duration) {
         self.wait_for(&format!("shard {id} {state:?}"), timeout, |env| {
             env.cluster.shard(id).is_some_and(|s| s.state == state)
         })

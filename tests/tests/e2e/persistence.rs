@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shardkeeper_cluster::{Auto, ShardState};
+use shardkeeper_cluster::{Auto, StateKind};
 use shardkeeper_sim::SimConfig;
 
 use crate::harness::{CLOSE_READ, Env, sim_config};
@@ -72,7 +72,7 @@ async fn a_changed_shard_count_discards_stored_sessions() {
     assert!(
         shards
             .iter()
-            .all(|s| s.state == ShardState::Ready && s.identifies == 1),
+            .all(|s| s.state == StateKind::Ready && s.identifies == 1),
         "{shards:#?}"
     );
     env.stop().await;
@@ -90,7 +90,7 @@ async fn restart_keeps_the_identify_window_of_the_previous_run() {
     env.wait_for("first shard", Duration::from_secs(5), |env| {
         env.cluster
             .shard(0)
-            .is_some_and(|s| s.state == ShardState::Ready)
+            .is_some_and(|s| s.state == StateKind::Ready)
     })
     .await;
     // Restart while shard 1 still waits for the next window; the new run must not

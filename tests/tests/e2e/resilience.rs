@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shardkeeper_cluster::ShardState;
+use shardkeeper_cluster::StateKind;
 use shardkeeper_session::Timing;
 use shardkeeper_sim::{ChaosConfig, SimConfig};
 
@@ -47,7 +47,7 @@ async fn an_unreachable_gateway_is_retried_with_backoff_not_a_busy_loop() {
         assert!(
             matches!(
                 shard.state,
-                ShardState::Reconnecting | ShardState::Connecting
+                StateKind::Reconnecting | StateKind::Connecting | StateKind::AwaitingHello
             ),
             "{shard:?}"
         );

@@ -59,17 +59,15 @@ impl Shard {
     fn run(&mut self, work: Deferred) -> Option<Deferred> {
         match work {
             Deferred::Emit(event, pending) => {
-                let pending = self.params.sinks.deliver(&event, pending);
+                let pending = self.shared.sinks.deliver(&event, pending);
                 (pending != 0).then_some(Deferred::Emit(event, pending))
             }
             Deferred::Persist(info) => {
-                self.params
-                    .store
-                    .save_session(self.params.id, self.params.total, &info);
+                self.shared.ledger.save(self.id, self.shared.total, &info);
                 None
             }
             Deferred::Forget => {
-                self.params.store.forget_session(self.params.id);
+                self.shared.ledger.forget(self.id);
                 None
             }
         }

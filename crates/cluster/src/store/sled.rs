@@ -6,9 +6,9 @@ use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shardkeeper_session::{ResumeInfo, ScheduleSnapshot};
+use shardkeeper_session::ScheduleSnapshot;
 
-use super::{Change, Pending, SessionStore, StoreError, StoredSession};
+use super::{Change, SessionBatch, SessionStore, StoreError, StoredSession};
 
 const SCHEDULE_KEY: &[u8] = b"identify_schedule";
 /// How long opening waits for the database's lock: a process being replaced may still be
@@ -24,7 +24,6 @@ pub struct SledStore {
     db: sled::Db,
     sessions: sled::Tree,
     meta: sled::Tree,
-    pending: Pending,
 }
 
 impl SledStore {
@@ -51,7 +50,6 @@ impl SledStore {
             db: opened,
             sessions,
             meta,
-            pending: Pending::default(),
         })
     }
 
@@ -97,7 +95,7 @@ fn wait_for_lock(file: &Path) -> Result<(), String> {
 }
 
 impl SledStore {
-    fn write(&self, changes: &HashMap<u32, Change>) -> Result<(), StoreError> {
+    fn write(&self, changes: &SessionBatch) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (shard, change) in changes {
             let key = shard.to_be_bytes();
@@ -180,12 +178,8 @@ impl SessionStore for SledStore {
             })
     }
 
-    fn save_session(&self, shard: u32, total: u32, info: &ResumeInfo) {
-        self.pending.save(shard, total, info);
-    }
-
-    fn forget_session(&self, shard: u32) {
-        self.pending.forget(shard);
+    fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError> {
+        self.write(batch)
     }
 
     fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
@@ -196,18 +190,5 @@ impl SessionStore for SledStore {
             .map_err(|err| backend(&err))?;
         self.meta.flush().map_err(|err| backend(&err))?;
         Ok(())
-    }
-
-    fn flush(&self, barrier: &mut dyn FnMut()) -> Result<(), StoreError> {
-        let changes = self.pending.take();
-        barrier();
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let result = self.write(&changes);
-        if result.is_err() {
-            self.pending.put_back(changes);
-        }
-        result
     }
 }

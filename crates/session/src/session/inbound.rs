@@ -209,7 +209,7 @@ impl ShardSession {
             return;
         }
         *permit = Permit::Used;
-        link.priority.push_back(Pending::Frame(frame));
+        link.priority.push_back(Pending::Identify(frame));
         self.stats.identifies += 1;
         self.guilds.clear();
         self.flush(now);
@@ -304,6 +304,7 @@ impl ShardSession {
             guilds: ready.guilds.len(),
         }));
         self.failures = 0;
+        self.came_up = true;
         self.state = State::Ready { link, resume };
     }
 
@@ -317,6 +318,7 @@ impl ShardSession {
         };
         self.stats.resumes += 1;
         self.failures = 0;
+        self.came_up = true;
         self.push(Action::Notice(Notice::Resumed { replayed }));
         self.state = State::Ready { link, resume };
     }

@@ -6,7 +6,7 @@ use shardkeeper_protocol::CloseCode;
 
 use super::{Presence, ShardSession};
 use crate::backoff;
-use crate::state::{Pending, Permit, State, Target};
+use crate::state::{Pending, Permit, State, StopReason, Target};
 use crate::{Action, ClientPayload, CommandError, Notice, StateKind};
 
 /// Close code for connections shardkeeper closes while keeping the session resumable.
@@ -110,6 +110,19 @@ impl ShardSession {
             resumable: matches!(target, Target::Resume { .. }),
             retry_in: delay,
         }));
+        let policy = self.config.quarantine;
+        if !std::mem::take(&mut self.came_up) && self.quarantine.failed(now, policy) {
+            self.push(Action::Notice(Notice::Quarantined {
+                failures: self.quarantine.len(),
+                window: policy.window,
+            }));
+            self.outbox.clear();
+            self.state = State::Stopped {
+                resume: target.into_resume(),
+                reason: StopReason::Quarantined,
+            };
+            return;
+        }
         self.state = State::Reconnecting {
             until: now + delay,
             target,
@@ -193,7 +206,12 @@ impl ShardSession {
                 };
             }
             State::Idle { .. } => self.state = State::Idle { resume: None },
-            State::Stopped { .. } => self.state = State::Stopped { resume: None },
+            State::Stopped { reason, .. } => {
+                self.state = State::Stopped {
+                    resume: None,
+                    reason,
+                };
+            }
             other => self.state = other,
         }
         if had_session {
@@ -212,8 +230,9 @@ impl ShardSession {
     }
 
     pub(super) fn start(&mut self, now: Instant) {
+        self.quarantine.clear();
         match std::mem::take(&mut self.state) {
-            State::Idle { resume } | State::Stopped { resume } => {
+            State::Idle { resume } | State::Stopped { resume, .. } => {
                 self.failures = 0;
                 self.connect(now, Target::new(resume));
             }
@@ -234,6 +253,7 @@ impl ShardSession {
         self.outbox.clear();
         self.state = State::Stopped {
             resume: old.into_resume(),
+            reason: StopReason::Operator,
         };
     }
 
@@ -252,6 +272,7 @@ impl ShardSession {
             self.push(Action::Close(code));
         }
         self.failures = 0;
+        self.quarantine.clear();
         self.connect(now, Target::new(old.into_resume()));
     }
 
@@ -263,7 +284,7 @@ impl ShardSession {
         let state = self.state.kind();
         if matches!(
             state,
-            StateKind::Idle | StateKind::Stopped | StateKind::Failed
+            StateKind::Idle | StateKind::Stopped | StateKind::Quarantined | StateKind::Failed
         ) {
             return Err(CommandError::NotRunning { state });
         }

@@ -24,6 +24,8 @@ pub(crate) fn shard() -> ShardId {
 pub(crate) fn config() -> SessionConfig {
     let mut config = SessionConfig::new(Token::new(TOKEN), GATEWAY);
     config.compression = Compression::None;
+    // Reconnect scripts fail many times in a row; `quarantine.rs` sets its own policy.
+    config.quarantine.failures = 0;
     config
 }
 
@@ -152,7 +154,9 @@ pub(crate) fn sent(actions: &[Action]) -> Vec<Value> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Send(frame) => Some(serde_json::from_str(frame.as_str()).expect("json")),
+            Action::Send(frame) | Action::Identify(frame) => {
+                Some(serde_json::from_str(frame.as_str()).expect("json"))
+            }
             _ => None,
         })
         .collect()

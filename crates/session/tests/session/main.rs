@@ -7,4 +7,5 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod properties;
+mod quarantine;
 mod schedule;

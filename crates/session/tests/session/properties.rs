@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use shardkeeper_protocol::OpCode;
 use shardkeeper_session::{
-    Action, ClientPayload, Command, Input, SEND_BUDGET, SEND_WINDOW, ShardSession,
+    Action, ClientPayload, Command, Input, Notice, QuarantinePolicy, SEND_BUDGET, SEND_WINDOW,
+    ShardSession, StateKind,
 };
 
 use crate::harness::{RESUME_URL, config, frame, shard, stored};
@@ -66,19 +68,32 @@ struct Checker {
     unused_grants: u32,
     max_emitted: Option<u64>,
     sends: VecDeque<Instant>,
+    /// The quarantine model: connections that ended before READY or RESUMED.
+    failures: VecDeque<Instant>,
+    came_up: bool,
 }
+
+/// A policy small enough for random sequences to reach.
+const POLICY: QuarantinePolicy = QuarantinePolicy {
+    failures: 3,
+    window: Duration::from_secs(120),
+};
 
 impl Checker {
     fn new(resume: bool) -> Self {
         let stored = resume.then(|| stored(10));
+        let mut config = config();
+        config.quarantine = POLICY;
         Self {
             max_emitted: stored.as_ref().map(|s| s.seq),
             next_seq: 11,
-            session: ShardSession::new(shard(), Arc::new(config()), stored, 7),
+            session: ShardSession::new(shard(), Arc::new(config), stored, 7),
             now: Instant::now(),
             permit_outstanding: false,
             unused_grants: 0,
             sends: VecDeque::new(),
+            failures: VecDeque::new(),
+            came_up: false,
         }
     }
 
@@ -128,8 +143,12 @@ impl Checker {
                 }
             }
             Step::Stop => drop(self.session.command(self.now, Command::Stop)),
-            Step::Start => drop(self.session.command(self.now, Command::Start)),
+            Step::Start => {
+                self.failures.clear();
+                drop(self.session.command(self.now, Command::Start));
+            }
             Step::Restart(fresh) => {
+                self.failures.clear();
                 drop(
                     self.session
                         .command(self.now, Command::Restart { fresh: *fresh }),
@@ -156,7 +175,9 @@ impl Checker {
                 Action::Connect { .. } => {
                     self.sends.clear();
                     self.unused_grants = 0;
+                    self.came_up = false;
                 }
+                Action::Notice(notice) => self.check_notice(&notice),
                 Action::Emit(dispatch) => {
                     self.max_emitted = Some(
                         self.max_emitted
@@ -171,9 +192,55 @@ impl Checker {
                         resume.seq
                     );
                 }
-                Action::Send(frame) => self.check_send(frame.as_str()),
+                Action::Send(frame) => {
+                    assert_ne!(frame.op(), OpCode::Identify, "unmarked IDENTIFY");
+                    self.check_send(frame.as_str());
+                }
+                Action::Identify(frame) => {
+                    assert_eq!(frame.op(), OpCode::Identify, "marked frame is no IDENTIFY");
+                    self.check_send(frame.as_str());
+                }
                 _ => {}
             }
+        }
+        if self.session.state() == StateKind::Quarantined {
+            assert_eq!(
+                self.session.poll_timeout(),
+                None,
+                "a quarantined shard waits for nothing"
+            );
+        }
+    }
+
+    /// Quarantine exactly when the model counts `POLICY.failures` within the window.
+    fn check_notice(&mut self, notice: &Notice) {
+        match notice {
+            Notice::Identified { .. } | Notice::Resumed { .. } => self.came_up = true,
+            Notice::Disconnected { .. } if !std::mem::take(&mut self.came_up) => {
+                self.failures.push_back(self.now);
+                while self
+                    .failures
+                    .front()
+                    .is_some_and(|&t| self.now.saturating_duration_since(t) > POLICY.window)
+                {
+                    self.failures.pop_front();
+                }
+            }
+            Notice::Quarantined { failures, .. } => {
+                assert_eq!(*failures, self.failures.len());
+                assert!(self.failures.len() >= POLICY.failures as usize);
+                self.failures.clear();
+            }
+            _ => {}
+        }
+        if self.failures.len() >= POLICY.failures as usize
+            && !matches!(notice, Notice::Disconnected { .. })
+        {
+            assert!(
+                matches!(notice, Notice::Quarantined { .. }),
+                "{} failures in the window but no quarantine",
+                self.failures.len()
+            );
         }
     }
 

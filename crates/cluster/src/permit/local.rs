@@ -1,16 +1,18 @@
-//! The identify coordinator: one actor that decides which shard may IDENTIFY when.
+//! The local permit source: one actor that decides which shard may IDENTIFY when.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::Serialize;
 use shardkeeper_session::IdentifySchedule;
+use tokio::sync::oneshot;
 
+use super::{Grant, PermitSource};
 use crate::clock;
-use crate::rest::RestClient;
+use crate::snapshot::{BucketView, IdentifyStatus};
 use crate::store::SessionStore;
+use crate::transport::rest::RestClient;
 
 /// How long the first window waits for the start-up batch to connect and ask, so
 /// lower shard ids go first even if a higher one connected earlier.
@@ -21,84 +23,30 @@ const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// A shard asks to IDENTIFY.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct RequestPermit {
-    pub(crate) shard: u32,
-    pub(crate) ticket: u64,
-    pub(crate) reply: Recipient<PermitGranted>,
+struct Ask {
+    shard: u32,
+    reply: oneshot::Sender<Grant>,
 }
 
 /// A shard no longer needs its permit.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct CancelPermit {
-    pub(crate) shard: u32,
-    pub(crate) ticket: u64,
-}
-
-/// The coordinator's answer: IDENTIFY now.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PermitGranted {
-    pub(crate) ticket: u64,
-}
-
-/// What became of a granted permit: the IDENTIFY was written at `at`, or never (`None`:
-/// the connection went first).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PermitUsed {
-    pub(crate) shard: u32,
-    pub(crate) written_at: Option<Instant>,
-}
-
-/// Reports what became of a permit exactly once: when the IDENTIFY was handed to the
-/// socket, or — if it is dropped before that — that it was never written.
-pub(crate) struct PermitReport {
+struct Cancel {
     shard: u32,
-    coordinator: Option<Addr<IdentifyCoordinator>>,
 }
 
-impl PermitReport {
-    pub(crate) fn new(shard: u32, coordinator: Addr<IdentifyCoordinator>) -> Self {
-        Self {
-            shard,
-            coordinator: Some(coordinator),
-        }
-    }
-
-    /// The IDENTIFY went out (or its write failed part-way: it may have arrived).
-    pub(crate) fn written(mut self) {
-        self.send(Some(clock::now()));
-    }
-
-    fn send(&mut self, written_at: Option<Instant>) {
-        if let Some(coordinator) = self.coordinator.take() {
-            coordinator.do_send(PermitUsed {
-                shard: self.shard,
-                written_at,
-            });
-        }
-    }
-}
-
-impl Drop for PermitReport {
-    fn drop(&mut self) {
-        self.send(None);
-    }
+/// What became of a granted permit: the IDENTIFY was written at `at`, or never (`None`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Used {
+    shard: u32,
+    written_at: Option<Instant>,
 }
 
 /// The cluster is shutting down.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Halt;
-
-impl Handler<Halt> for IdentifyCoordinator {
-    type Result = ();
-
-    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
+struct Halt;
 
 /// Fresh `session_start_limit` figures.
 #[derive(Message)]
@@ -109,48 +57,100 @@ struct BudgetRefreshed {
     reset_after: Duration,
 }
 
-/// One bucket, for the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct BucketView {
-    /// `shard_id % max_concurrency`.
-    pub bucket: u32,
-    /// Shards waiting, in grant order.
-    pub queued: Vec<u32>,
-    /// Milliseconds until the bucket may grant again (0: now).
-    pub next_grant_in_ms: u64,
-    /// Milliseconds since the last grant.
-    pub last_grant_ago_ms: Option<u64>,
-}
-
-/// The coordinator's state, for the admin API and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct IdentifyStatus {
-    /// Buckets.
-    pub max_concurrency: u32,
-    /// Window per bucket.
-    pub window_ms: u64,
-    /// Session starts per budget period.
-    pub total: u32,
-    /// Session starts left.
-    pub remaining: u32,
-    /// Milliseconds until the budget resets.
-    pub reset_in_ms: u64,
-    /// Shards waiting for a permit.
-    pub queued: usize,
-    /// Permits granted since start.
-    pub granted: u64,
-    /// Per bucket.
-    pub buckets: Vec<BucketView>,
-}
-
 /// Shared view of the coordinator's state.
-pub(crate) type StatusCell = Arc<Mutex<Option<IdentifyStatus>>>;
+type StatusCell = Arc<Mutex<Option<IdentifyStatus>>>;
 
-pub(crate) struct IdentifyCoordinator {
+/// Identify permits from a schedule kept in this process: one actor decides, its
+/// grants are written to the store before a shard hears of them, so not even a crash
+/// loop opens a window early.
+pub struct LocalPermits {
+    coordinator: Addr<IdentifyCoordinator>,
+    status: StatusCell,
+}
+
+impl std::fmt::Debug for LocalPermits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPermits").finish_non_exhaustive()
+    }
+}
+
+impl LocalPermits {
+    /// Starts the coordinator with `schedule` (restored from `store`, which also keeps
+    /// every grant), refreshing the budget through `rest` when it runs out. The first
+    /// window waits up to a second for the `expected` start-up batch to ask, so lower
+    /// shard ids go first. Must run inside an actix system.
+    #[must_use]
+    pub fn start(
+        schedule: IdentifySchedule,
+        expected: HashSet<u32>,
+        store: Arc<dyn SessionStore>,
+        rest: RestClient,
+    ) -> Self {
+        let status = Arc::new(Mutex::new(None));
+        let coordinator = IdentifyCoordinator {
+            schedule,
+            waiting: HashMap::new(),
+            expected,
+            gather_until: None,
+            timer: None,
+            store,
+            status: Arc::clone(&status),
+            rest,
+            last_refresh: clock::now(),
+            refreshing: false,
+            granted: 0,
+        };
+        // The status is there before the first message: a fresh restart asked for at
+        // once sees the budget instead of refusing an unknown one.
+        coordinator.publish(clock::now());
+        let coordinator = coordinator.start();
+        Self {
+            coordinator,
+            status,
+        }
+    }
+}
+
+impl PermitSource for LocalPermits {
+    fn ask(&self, shard: u32) -> oneshot::Receiver<Grant> {
+        let (reply, granted) = oneshot::channel();
+        self.coordinator.do_send(Ask { shard, reply });
+        granted
+    }
+
+    fn cancel(&self, shard: u32) {
+        self.coordinator.do_send(Cancel { shard });
+    }
+
+    fn written(&self, shard: u32, at: Instant) {
+        self.coordinator.do_send(Used {
+            shard,
+            written_at: Some(at),
+        });
+    }
+
+    fn unused(&self, shard: u32) {
+        self.coordinator.do_send(Used {
+            shard,
+            written_at: None,
+        });
+    }
+
+    fn status(&self) -> Option<IdentifyStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn halt(&self) {
+        self.coordinator.do_send(Halt);
+    }
+}
+
+struct IdentifyCoordinator {
     schedule: IdentifySchedule,
-    waiting: HashMap<u32, (u64, Recipient<PermitGranted>)>,
+    waiting: HashMap<u32, oneshot::Sender<Grant>>,
     /// Shards expected to identify at start-up; the first window opens once all asked.
     expected: HashSet<u32>,
     gather_until: Option<Instant>,
@@ -164,28 +164,6 @@ pub(crate) struct IdentifyCoordinator {
 }
 
 impl IdentifyCoordinator {
-    pub(crate) fn new(
-        schedule: IdentifySchedule,
-        expected: HashSet<u32>,
-        store: Arc<dyn SessionStore>,
-        rest: RestClient,
-        status: StatusCell,
-    ) -> Self {
-        Self {
-            schedule,
-            waiting: HashMap::new(),
-            expected,
-            gather_until: None,
-            timer: None,
-            store,
-            status,
-            rest,
-            last_refresh: clock::now(),
-            refreshing: false,
-            granted: 0,
-        }
-    }
-
     fn gate_open(&self, now: Instant) -> bool {
         self.expected.is_empty() || self.gather_until.is_some_and(|until| now >= until)
     }
@@ -206,14 +184,18 @@ impl IdentifyCoordinator {
                 self.granted += 1;
                 // The grant is on disk before the shard hears of it.
                 self.persist(now);
-                if let Some((ticket, reply)) = self.waiting.remove(&shard) {
+                if let Some(reply) = self.waiting.remove(&shard) {
+                    let bucket = self.schedule.bucket_of(shard);
                     tracing::info!(
                         shard,
-                        bucket = self.schedule.bucket_of(shard),
+                        bucket,
                         remaining = self.schedule.remaining(),
                         "identify permit granted"
                     );
-                    reply.do_send(PermitGranted { ticket });
+                    if reply.send(Grant { bucket }).is_err() {
+                        // The shard went away meanwhile: the grant's window still holds.
+                        self.schedule.unused(shard);
+                    }
                 }
             }
         }
@@ -295,41 +277,44 @@ impl Actor for IdentifyCoordinator {
     }
 }
 
-impl Handler<RequestPermit> for IdentifyCoordinator {
+impl Handler<Halt> for IdentifyCoordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: RequestPermit, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Ask> for IdentifyCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ask, ctx: &mut Self::Context) {
         let now = clock::now();
         if self.gather_until.is_none() {
             self.gather_until = Some(now + GATHER);
         }
         self.expected.remove(&msg.shard);
         self.schedule.request(msg.shard);
-        self.waiting.insert(msg.shard, (msg.ticket, msg.reply));
+        self.waiting.insert(msg.shard, msg.reply);
         self.pump(ctx);
     }
 }
 
-impl Handler<CancelPermit> for IdentifyCoordinator {
+impl Handler<Cancel> for IdentifyCoordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: CancelPermit, ctx: &mut Self::Context) {
-        if self
-            .waiting
-            .get(&msg.shard)
-            .is_some_and(|(ticket, _)| *ticket == msg.ticket)
-        {
-            self.waiting.remove(&msg.shard);
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) {
+        if self.waiting.remove(&msg.shard).is_some() {
             self.schedule.cancel(msg.shard);
             self.pump(ctx);
         }
     }
 }
 
-impl Handler<PermitUsed> for IdentifyCoordinator {
+impl Handler<Used> for IdentifyCoordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: PermitUsed, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Used, ctx: &mut Self::Context) {
         let outstanding = match msg.written_at {
             Some(at) => {
                 let outstanding = self.schedule.written(msg.shard, at);

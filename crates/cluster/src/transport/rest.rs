@@ -9,7 +9,7 @@ use shardkeeper_protocol::Token;
 use shardkeeper_protocol::payload::GatewayBot;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::net::Endpoint;
+use super::net::Endpoint;
 
 /// Largest response accepted.
 const MAX_RESPONSE: usize = 1 << 20;

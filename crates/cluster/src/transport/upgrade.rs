@@ -22,10 +22,10 @@ use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::net::{Endpoint, Transport};
+use super::net::{Endpoint, Transport};
 
 /// The WebSocket of a shard.
-pub(super) type Ws = WebSocketStream<OnDemand<Transport>>;
+pub(crate) type Ws = WebSocketStream<OnDemand<Transport>>;
 
 /// Largest upgrade response head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -34,7 +34,7 @@ const SCRATCH: usize = 64 * 1024;
 
 /// Why a gateway connection could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum UpgradeError {
+pub(crate) enum UpgradeError {
     #[error("invalid gateway url {0:?}: expected ws://host[:port]/… or wss://…")]
     Url(String),
     #[error(transparent)]
@@ -54,7 +54,7 @@ pub(super) enum UpgradeError {
 }
 
 /// Connects to `url` (`ws://` or `wss://`) and upgrades to a WebSocket.
-pub(super) async fn connect(
+pub(crate) async fn connect(
     url: &str,
     tls: &Arc<rustls::ClientConfig>,
     config: WebSocketConfig,
@@ -155,14 +155,14 @@ thread_local! {
 
 /// A stream whose read buffer exists only while it holds bytes not yet read: socket
 /// reads go through the thread's scratch buffer, so an idle connection keeps nothing.
-pub(super) struct OnDemand<S> {
+pub(crate) struct OnDemand<S> {
     inner: S,
     unread: Vec<u8>,
     taken: usize,
 }
 
 impl<S> OnDemand<S> {
-    pub(super) fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Self {
             inner,
             unread: Vec::new(),

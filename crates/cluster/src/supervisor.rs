@@ -1,0 +1,249 @@
+//! The supervisor: the one actor that starts, restarts and retires shard actors, and
+//! keeps the directory of what runs where.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use shardkeeper_session::{ResumeInfo, SessionStats};
+use tokio::sync::watch;
+
+use crate::directory::{Directory, StatusCell};
+use crate::placement::{Placement, ShardSet};
+use crate::shard::{Incarnation, Retire, Shard, ShardGone, Shared};
+
+/// The placement's set changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Assigned(ShardSet);
+
+/// Retire every shard and stop restarting them (the cluster is shutting down).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StandDown;
+
+/// Everything the supervisor starts with.
+pub(crate) struct Setup {
+    pub(crate) arbiters: Vec<ArbiterHandle>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) placement: Arc<dyn Placement>,
+    /// Stored sessions of the shards this process may run, for their first start.
+    pub(crate) stored: HashMap<u32, ResumeInfo>,
+    /// How long a stored session stays resumable (for shards assigned later).
+    pub(crate) session_max_age: std::time::Duration,
+}
+
+pub(crate) struct Supervisor {
+    shared: Arc<Shared>,
+    setup: Setup,
+    /// The arbiter each shard runs on, so a restarted actor stays on its thread.
+    homes: HashMap<u32, usize>,
+    next_home: usize,
+    retiring: HashSet<u32>,
+    standing_down: bool,
+}
+
+impl Supervisor {
+    /// Starts the supervisor; `shared` is built with the supervisor's own address.
+    pub(crate) fn start(
+        setup: Setup,
+        shared: impl FnOnce(Recipient<ShardGone>) -> Shared,
+    ) -> Addr<Self> {
+        Self::create(|ctx| {
+            let mut changes = setup.placement.watch();
+            let first = changes.borrow_and_update().clone();
+            let mut supervisor = Self {
+                shared: Arc::new(shared(ctx.address().recipient())),
+                setup,
+                homes: HashMap::new(),
+                next_home: 0,
+                retiring: HashSet::new(),
+                standing_down: false,
+            };
+            // The first set starts before `start` returns: the handle finds every shard.
+            supervisor.reconcile(ctx, &first);
+            supervisor.follow(ctx, changes);
+            supervisor
+        })
+    }
+
+    /// Forwards every later change of the placement's set to this actor.
+    fn follow(&self, ctx: &mut Context<Self>, mut changes: watch::Receiver<ShardSet>) {
+        let addr = ctx.address();
+        actix::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let set = changes.borrow_and_update().clone();
+                if addr.try_send(Assigned(set)).is_err() && !addr.connected() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Starts the shards that joined `set` and retires those that left it.
+    fn reconcile(&mut self, ctx: &mut Context<Self>, set: &ShardSet) {
+        if self.standing_down {
+            return;
+        }
+        for id in self.setup.directory.ids() {
+            if !set.contains(&id) && self.retiring.insert(id) {
+                self.retire(ctx, id);
+            }
+        }
+        let total = self.shared.total;
+        for &id in set {
+            if id >= total {
+                tracing::warn!(
+                    shard = id,
+                    total,
+                    "placement assigned a shard id beyond the shard count; ignored"
+                );
+            } else if !self.setup.directory.contains(id) {
+                let resume = self.setup.stored.remove(&id).or_else(|| self.load(id));
+                let status = StatusCell::new(id, resume.clone());
+                self.spawn(id, resume, SessionStats::default(), 0, status);
+            }
+        }
+    }
+
+    /// The stored session of a shard assigned after start-up (another process may have
+    /// handed it over).
+    fn load(&self, id: u32) -> Option<ResumeInfo> {
+        let ledger = &self.shared.ledger;
+        match ledger.resumable(self.shared.total, self.setup.session_max_age) {
+            Ok(mut sessions) => sessions.remove(&id),
+            Err(err) => {
+                tracing::error!(shard = id, %err, "cannot read the stored session; identifying");
+                None
+            }
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        id: u32,
+        resume: Option<ResumeInfo>,
+        carried: SessionStats,
+        restarts: u64,
+        status: StatusCell,
+    ) {
+        let count = self.setup.arbiters.len().max(1);
+        let home = *self.homes.entry(id).or_insert_with(|| {
+            self.next_home += 1;
+            (self.next_home - 1) % count
+        });
+        let Some(arbiter) = self.setup.arbiters.get(home) else {
+            return;
+        };
+        let run = Incarnation {
+            id,
+            status: status.clone(),
+            resume,
+            carried,
+            restarts,
+        };
+        let shared = Arc::clone(&self.shared);
+        let addr = Shard::start_in_arbiter(arbiter, move |_| {
+            Shard::new(shared, run, rand::random::<u64>())
+        });
+        self.setup.directory.set(id, Some(addr), status);
+    }
+
+    /// Closes a shard resumably, stores its last sequence, then releases it.
+    fn retire(&mut self, ctx: &mut Context<Self>, id: u32) {
+        let Ok(addr) = self.setup.directory.addr(id) else {
+            self.setup.directory.remove(id);
+            self.retiring.remove(&id);
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let handover = async move {
+            let _ = addr.send(Retire).await;
+            let flushed = tokio::task::spawn_blocking(move || {
+                shared.ledger.flush(&mut || shared.sinks.flush())
+            })
+            .await;
+            matches!(flushed, Ok(Ok(())))
+        };
+        ctx.spawn(handover.into_actor(self).map(move |stored, act, _| {
+            act.retiring.remove(&id);
+            act.setup.directory.remove(id);
+            if stored {
+                act.setup.placement.released(id);
+                tracing::info!(shard = id, "shard handed over");
+            } else {
+                tracing::error!(
+                    shard = id,
+                    "shard retired but its session could not be stored; not released"
+                );
+            }
+        }));
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Assigned> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, Assigned(set): Assigned, ctx: &mut Self::Context) {
+        self.reconcile(ctx, &set);
+    }
+}
+
+impl Handler<ShardGone> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, ShardGone { id }: ShardGone, _: &mut Self::Context) {
+        if self.standing_down || self.retiring.contains(&id) {
+            return;
+        }
+        let Some(status) = self.setup.directory.status(id) else {
+            return;
+        };
+        let (resume, carried, restarts) = {
+            let published = status.lock();
+            let snap = &published.snapshot;
+            let carried = SessionStats {
+                identifies: snap.identifies,
+                resumes: snap.resumes,
+                reconnects: snap.reconnects,
+                zombies: snap.zombies,
+                last_close_code: snap.last_close_code,
+                latency: None,
+                guilds: 0,
+            };
+            (published.resume.clone(), carried, snap.restarts + 1)
+        };
+        self.setup.directory.set(id, None, status.clone());
+        self.shared.metrics.restarted();
+        tracing::error!(
+            shard = id,
+            restarts,
+            "shard actor crashed; restarting it with its session"
+        );
+        self.spawn(id, resume, carried, restarts, status);
+    }
+}
+
+impl Handler<StandDown> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StandDown, _: &mut Self::Context) -> Self::Result {
+        self.standing_down = true;
+        let retiring: Vec<_> = self
+            .setup
+            .directory
+            .addrs()
+            .into_iter()
+            .map(|(_, addr)| addr.send(Retire))
+            .collect();
+        Box::pin(
+            futures_util::future::join_all(retiring)
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.stop()),
+        )
+    }
+}

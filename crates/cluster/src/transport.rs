@@ -1,0 +1,12 @@
+//! Everything that touches the network: where the cluster connects (`net`), TLS
+//! (`tls`), the `/gateway/bot` client (`rest`), the WebSocket upgrade (`upgrade`) and the
+//! connection task that moves frames between a socket and its actor (`socket`).
+//!
+//! Nothing here decides anything about sessions: the shard actor tells a connection
+//! what to write and receives what was read.
+
+pub(crate) mod net;
+pub(crate) mod rest;
+pub(crate) mod socket;
+pub(crate) mod tls;
+pub(crate) mod upgrade;
