@@ -3,11 +3,13 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Monotonic now, for the session and the identify schedule.
+#[allow(clippy::disallowed_methods, reason = "this is the one place")]
 pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
 /// Wall-clock milliseconds since the Unix epoch, for persisted timestamps.
+#[allow(clippy::disallowed_methods, reason = "this is the one place")]
 pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

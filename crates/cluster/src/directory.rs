@@ -1,39 +1,15 @@
 //! The directory of the shards this process runs: id → actor address and the status
-//! cell the shard publishes into. The supervisor alone writes the directory; each shard
+//! cell ([`StatusCell`]) the shard publishes into. The supervisor alone writes the directory; each shard
 //! alone writes its cell; the handle and the metrics only read.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use actix::Addr;
-use shardkeeper_session::ResumeInfo;
 
 use crate::shard::Shard;
 use crate::snapshot::ShardSnapshot;
-
-/// What a shard published last: its snapshot and the session to rebuild it with.
-#[derive(Debug)]
-pub(crate) struct Published {
-    pub(crate) snapshot: ShardSnapshot,
-    pub(crate) resume: Option<ResumeInfo>,
-}
-
-/// A shard's status cell, shared by the shard (writer) and everyone else (readers).
-#[derive(Debug, Clone)]
-pub(crate) struct StatusCell(Arc<Mutex<Published>>);
-
-impl StatusCell {
-    pub(crate) fn new(id: u32, resume: Option<ResumeInfo>) -> Self {
-        Self(Arc::new(Mutex::new(Published {
-            snapshot: ShardSnapshot::idle(id),
-            resume,
-        })))
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Published> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+use crate::status::StatusCell;
 
 /// A running (or restarting) shard.
 struct Entry {
@@ -133,7 +109,8 @@ impl Directory {
 mod tests {
     use shardkeeper_session::StateKind;
 
-    use super::{Directory, Lookup, StatusCell};
+    use super::{Directory, Lookup};
+    use crate::status::StatusCell;
 
     #[test]
     fn settled_once_no_shard_is_on_its_way_up() {

@@ -295,10 +295,10 @@ impl ClusterHandle {
     pub async fn rolling_restart(&self) -> Result<(), ClusterError> {
         for id in self.ids() {
             self.restart(id, false).await?;
-            let deadline = tokio::time::Instant::now() + ROLLING_STEP_TIMEOUT;
+            let deadline = clock::now() + ROLLING_STEP_TIMEOUT;
             tokio::time::sleep(Duration::from_millis(20)).await;
             while self.shard(id).is_some_and(|s| s.state != StateKind::Ready)
-                && tokio::time::Instant::now() < deadline
+                && clock::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

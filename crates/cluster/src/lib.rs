@@ -33,7 +33,7 @@
 //! Layout:
 //! - `cluster.rs`: [`Cluster`] builder and start-up; `config.rs`: [`ClusterConfig`]
 //! - `supervisor.rs`: the one actor that starts, restarts and retires shard actors;
-//!   `directory.rs`: id → actor and the status cell each shard publishes into
+//!   `directory.rs`: id → actor; `status.rs`: the cell each shard publishes into
 //! - `handle.rs`: [`ClusterHandle`] commands and snapshots; `snapshot.rs`: plain data
 //! - `shard.rs` (+ `shard/link.rs`, `shard/delivery.rs`, `shard/notice.rs`): the `Shard`
 //!   actor, its side of the connection, in-order delivery to the sinks, log lines
@@ -61,6 +61,7 @@ mod placement;
 mod shard;
 mod sink;
 mod snapshot;
+mod status;
 mod store;
 mod supervisor;
 mod transport;

@@ -15,12 +15,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::directory::StatusCell;
 use crate::members::{MemberRequests, MembersResult};
 use crate::metrics::Metrics;
 use crate::permit::{PermitReport, PermitSource};
 use crate::sink::Sinks;
 use crate::snapshot::ShardSnapshot;
+use crate::status::StatusCell;
 use crate::store::SessionLedger;
 use crate::transport::socket::Link;
 use crate::{Event, clock};

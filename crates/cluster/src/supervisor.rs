@@ -8,9 +8,10 @@ use actix::prelude::*;
 use shardkeeper_session::{ResumeInfo, SessionStats};
 use tokio::sync::watch;
 
-use crate::directory::{Directory, StatusCell};
+use crate::directory::Directory;
 use crate::placement::{Placement, ShardSet};
 use crate::shard::{Incarnation, Retire, Shard, ShardGone, Shared};
+use crate::status::StatusCell;
 
 /// The placement's set changed.
 #[derive(Message)]
@@ -62,13 +63,13 @@ impl Supervisor {
             };
             // The first set starts before `start` returns: the handle finds every shard.
             supervisor.reconcile(ctx, &first);
-            supervisor.follow(ctx, changes);
+            Self::follow(ctx, changes);
             supervisor
         })
     }
 
     /// Forwards every later change of the placement's set to this actor.
-    fn follow(&self, ctx: &mut Context<Self>, mut changes: watch::Receiver<ShardSet>) {
+    fn follow(ctx: &mut Context<Self>, mut changes: watch::Receiver<ShardSet>) {
         let addr = ctx.address();
         actix::spawn(async move {
             while changes.changed().await.is_ok() {

@@ -66,13 +66,13 @@ pub(crate) fn release_free_memory() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::{AfterStorm, release_free_memory};
 
     #[test]
     fn trims_once_shards_settle_and_not_more_than_once_a_minute() {
-        let start = Instant::now();
+        let start = crate::clock::now();
         let at = |s: u64| start + Duration::from_secs(s);
         let mut storm = AfterStorm::default();
         assert!(!storm.observe(false, at(0)), "shards are still coming up");

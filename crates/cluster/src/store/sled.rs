@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shardkeeper_session::ScheduleSnapshot;
 
@@ -76,11 +76,11 @@ fn wait_for_lock(file: &Path) -> Result<(), String> {
     let Ok(file) = File::open(file) else {
         return Ok(());
     };
-    let deadline = Instant::now() + LOCK_WAIT;
+    let deadline = crate::clock::now() + LOCK_WAIT;
     loop {
         // Probing takes the lock; closing the file when it is dropped gives it back.
         match file.try_lock() {
-            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+            Err(TryLockError::WouldBlock) if crate::clock::now() < deadline => {
                 std::thread::sleep(LOCK_RETRY);
             }
             Err(TryLockError::WouldBlock) => {
