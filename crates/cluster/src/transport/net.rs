@@ -1,5 +1,5 @@
-//! Where the cluster connects — `http(s)://` API bases and `ws(s)://` gateway URLs — and
-//! the TCP or TLS connection to them, shared by the REST client and the shards.
+//! Where a shard connects — `ws(s)://` gateway URLs, parsed with the `url` crate — and the
+//! TCP or TLS connection to it.
 
 use std::io;
 use std::pin::Pin;
@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use url::{Host, Position, Url};
 
 /// A parsed URL: scheme security, host, port and request target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,7 @@ pub(crate) struct Endpoint {
     pub(crate) secure: bool,
     /// Host name or address, IPv6 without brackets.
     pub(crate) host: String,
+    /// The URL's port, else the scheme's (80 or 443).
     pub(crate) port: u16,
     /// Path and query, always starting with `/`.
     pub(crate) target: String,
@@ -24,40 +26,27 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// Parses `http://`, `https://`, `ws://` or `wss://` URLs; the port defaults to the
-    /// scheme's (80 or 443).
+    /// scheme's (80 or 443). URLs with credentials are refused, a fragment is dropped.
     pub(crate) fn parse(url: &str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
-        let secure = match scheme.to_ascii_lowercase().as_str() {
+        let url = Url::parse(url).ok()?;
+        let secure = match url.scheme() {
             "http" | "ws" => false,
             "https" | "wss" => true,
             _ => return None,
         };
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, target) = rest.split_at(split);
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']')?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
+        if !url.username().is_empty() || url.password().is_some() {
+            return None;
+        }
+        let host = match url.host()? {
+            Host::Domain(domain) => domain.to_owned(),
+            Host::Ipv4(address) => address.to_string(),
+            Host::Ipv6(address) => address.to_string(),
         };
-        let port = match port {
-            Some(port) => port.parse().ok()?,
-            None if secure => 443,
-            None => 80,
-        };
-        let target = if target.starts_with('/') {
-            target.to_owned()
-        } else {
-            format!("/{target}")
-        };
-        (!host.is_empty() && !host.contains(['@', ' '])).then(|| Self {
+        Some(Self {
             secure,
-            host: host.to_owned(),
-            port,
-            target,
+            host,
+            port: url.port_or_known_default()?,
+            target: url[Position::BeforePath..Position::AfterQuery].to_owned(),
         })
     }
 
@@ -96,7 +85,9 @@ impl Endpoint {
 /// A TCP connection, or TLS over one. The TLS state (over a kilobyte) is boxed so that a
 /// plain connection does not carry its size.
 pub(crate) enum Transport {
+    /// `ws://`: the TCP connection itself.
     Plain(TcpStream),
+    /// `wss://`: TLS over the TCP connection.
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -178,6 +169,20 @@ mod tests {
             ),
             ("WS://h?v=10", (false, "h", 80, "/?v=10", "h")),
             ("wss://h:443", (true, "h", 443, "/", "h")),
+            (
+                "wss://[2001:DB8::1]/x#fragment",
+                (true, "2001:db8::1", 443, "/x", "[2001:db8::1]"),
+            ),
+            (
+                "ws://Gateway.Example:80/a%20b?q=1",
+                (
+                    false,
+                    "gateway.example",
+                    80,
+                    "/a%20b?q=1",
+                    "gateway.example",
+                ),
+            ),
         ];
         for (url, (secure, host, port, target, header)) in cases {
             assert_eq!(
@@ -203,7 +208,9 @@ mod tests {
             "ws://h:70000/",
             "gateway.discord.gg",
             "ws://user@h/",
+            "ws://:secret@h/",
             "ws://[::1/",
+            "ws://h h/",
         ] {
             assert_eq!(Endpoint::parse(url), None, "{url}");
         }

@@ -1,0 +1,267 @@
+//! The actor layer against the simulator on 127.0.0.1: shards follow their placement
+//! and hand over by RESUME, and a full sink holds a shard without its stored sequence
+//! running ahead. Small and fast: a few shards, shrunk windows.
+#![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time the cluster from outside, on the real clock"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use shardkeeper_cluster::{
+    Auto, Cluster, ClusterConfig, ClusterHandle, Delivery, Event, EventSink, MemoryStore,
+    Placement, SessionStore, ShardSet, StateKind, StaticPlacement,
+};
+use shardkeeper_protocol::{Compression, Token};
+use shardkeeper_session::Timing;
+use shardkeeper_sim::{Sim, SimConfig, SimHandle};
+use tokio::sync::watch;
+
+const TOKEN: &str = "runtime-token";
+const PATIENCE: Duration = Duration::from_secs(15);
+
+fn sim_config(shards: u32, events_per_sec: f64) -> SimConfig {
+    SimConfig {
+        token: TOKEN.into(),
+        shards,
+        max_concurrency: shards,
+        identify_window: Duration::from_millis(200),
+        // Longer than the sink stays full below: reads stop meanwhile, so a heartbeat ACK
+        // would wait for them and the shard would call the connection a zombie.
+        heartbeat_interval: Duration::from_secs(5),
+        guilds_per_shard: 1,
+        events_per_sec,
+        ..SimConfig::default()
+    }
+}
+
+fn cluster_config(sim: &SimHandle) -> ClusterConfig {
+    let mut config = ClusterConfig::new(Token::new(TOKEN));
+    config.api_base = sim.api_base();
+    config.compression = Compression::ZlibStream;
+    config.total = Auto::Auto;
+    config.max_concurrency = Auto::Auto;
+    config.identify_window = Duration::from_millis(200);
+    config.identify_margin = Duration::from_millis(50);
+    config.threads = 2;
+    config.flush_interval = Duration::from_millis(50);
+    config.timing = Timing {
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_secs(1),
+        ..Timing::default()
+    };
+    config
+}
+
+/// Polls `check` until it holds.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ready(cluster: &ClusterHandle, ids: &[u32]) -> bool {
+    ids.iter().all(|&id| {
+        cluster
+            .shard(id)
+            .is_some_and(|s| s.state == StateKind::Ready)
+    })
+}
+
+/// Records every event's sequence per shard; answers `Full` while closed.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<BTreeMap<u32, Vec<u64>>>,
+    closed: AtomicBool,
+}
+
+impl Recorder {
+    fn seen(&self) -> BTreeMap<u32, Vec<u64>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl EventSink for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn deliver(&self, event: &Event) -> Delivery {
+        if self.closed.load(Ordering::SeqCst) {
+            return Delivery::Full;
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(event.shard)
+            .or_default()
+            .push(event.seq);
+        Delivery::Accepted
+    }
+}
+
+/// A static placement that remembers what was released.
+struct Recorded {
+    inner: StaticPlacement,
+    released: Mutex<BTreeSet<u32>>,
+}
+
+impl Recorded {
+    fn new(ids: impl IntoIterator<Item = u32>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: StaticPlacement::new(ids),
+            released: Mutex::default(),
+        })
+    }
+
+    fn released(&self) -> BTreeSet<u32> {
+        self.released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Placement for Recorded {
+    fn watch(&self) -> watch::Receiver<ShardSet> {
+        self.inner.watch()
+    }
+
+    fn released(&self, shard: u32) {
+        self.released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(shard);
+        self.inner.released(shard);
+    }
+}
+
+/// Every sequence the simulator sent on each shard's current session was seen.
+fn covered(sim: &SimHandle, seen: &BTreeMap<u32, Vec<u64>>) -> bool {
+    sim.stats().shards.iter().all(|(id, shard)| {
+        let got: BTreeSet<u64> = seen.get(id).into_iter().flatten().copied().collect();
+        (1..=shard.last_seq).all(|seq| got.contains(&seq))
+    })
+}
+
+#[actix::test]
+async fn shards_follow_their_placement_and_hand_over_by_resume() {
+    let sim = Sim::start(sim_config(4, 20.0)).await.expect("sim");
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+    let sink = Arc::new(Recorder::default());
+    let start = |placement: Arc<Recorded>| {
+        Cluster::builder(cluster_config(&sim))
+            .store(Arc::clone(&store))
+            .sink(Arc::clone(&sink) as Arc<dyn EventSink>)
+            .placement(placement)
+            .start()
+    };
+    let first = Recorded::new(0..4);
+    let a = start(Arc::clone(&first)).await.expect("first node");
+    let second = Recorded::new([]);
+    let b = start(Arc::clone(&second)).await.expect("second node");
+    assert!(b.ids().is_empty(), "nothing assigned, nothing runs");
+    until("four shards ready", || ready(&a, &[0, 1, 2, 3])).await;
+
+    first.inner.assign([0, 1]);
+    until("shards 2 and 3 released", || {
+        first.released() == BTreeSet::from([2, 3])
+    })
+    .await;
+    assert_eq!(a.ids(), [0, 1], "given-away shards leave the directory");
+    second.inner.assign([2, 3]);
+    until("shards 2 and 3 ready on the second node", || {
+        ready(&b, &[2, 3])
+    })
+    .await;
+    let moved: Vec<_> = [2, 3].map(|id| b.shard(id).expect("runs")).into();
+    assert!(
+        moved.iter().all(|s| s.resumes == 1 && s.identifies == 0),
+        "{moved:?}"
+    );
+
+    first.inner.assign([0, 1, 2]);
+    second.inner.assign([3]);
+    until("shard 2 back on the first node", || {
+        ready(&a, &[0, 1, 2]) && b.ids() == [3]
+    })
+    .await;
+    until("every event delivered", || covered(&sim, &sink.seen())).await;
+    let stats = sim.stats();
+    assert!(stats.violations.is_empty(), "{:#?}", stats.violations);
+    assert_eq!(stats.identifies, 4, "only the first start identified");
+    assert_eq!(stats.resumes_ok, 3);
+    assert!(second.released().contains(&2));
+    a.shutdown().await.expect("shutdown");
+    b.shutdown().await.expect("shutdown");
+    sim.shutdown().await;
+}
+
+#[actix::test]
+async fn a_full_sink_holds_the_shard_and_its_stored_sequence() {
+    let sim = Sim::start(sim_config(1, 200.0)).await.expect("sim");
+    let store = Arc::new(MemoryStore::default());
+    let sink = Arc::new(Recorder::default());
+    let cluster = Cluster::builder(cluster_config(&sim))
+        .store(Arc::clone(&store) as Arc<dyn SessionStore>)
+        .sink(Arc::clone(&sink) as Arc<dyn EventSink>)
+        .start()
+        .await
+        .expect("cluster");
+    until("the shard is ready", || ready(&cluster, &[0])).await;
+    until("events flow", || {
+        sink.seen().get(&0).is_some_and(|s| s.len() > 20)
+    })
+    .await;
+
+    sink.closed.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let delivered = sink.seen()[&0].last().copied().expect("some");
+    let sent_then = sim.stats().events_sent;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stored = store.load_sessions().expect("load")[&0].seq;
+    assert!(
+        stored <= delivered,
+        "stored {stored} beyond delivered {delivered}"
+    );
+    assert_eq!(
+        sink.seen()[&0].last().copied(),
+        Some(delivered),
+        "nothing passed a full sink"
+    );
+    assert_eq!(
+        cluster.shard(0).map(|s| s.state),
+        Some(StateKind::Ready),
+        "heartbeats went on: no zombie while the sink was full"
+    );
+    assert!(
+        sim.stats().events_sent > sent_then,
+        "the gateway kept sending"
+    );
+
+    sink.closed.store(false, Ordering::SeqCst);
+    until("the backlog is delivered", || covered(&sim, &sink.seen())).await;
+    let seen = &sink.seen()[&0];
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "delivered in order without gaps or repeats"
+    );
+    until("the newest sequence is stored", || {
+        store.load_sessions().expect("load")[&0].seq > delivered
+    })
+    .await;
+    let stats = sim.stats();
+    assert!(stats.violations.is_empty(), "{:#?}", stats.violations);
+    assert_eq!(stats.shards[&0].connections, 1, "one connection throughout");
+    cluster.shutdown().await.expect("shutdown");
+    sim.shutdown().await;
+}
