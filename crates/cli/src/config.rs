@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use shardkeeper_cluster::{Auto, ClusterConfig, DISCORD_API_BASE, ShardIds};
+use shardkeeper_cluster::{Auto, ClusterConfig, ShardIds};
 use shardkeeper_protocol::{Compression, Intents, Token};
 
 /// Prefix of environment overrides.
@@ -55,14 +55,24 @@ struct RawDiscord {
     ca_file: String,
 }
 
+/// The cluster's own defaults: every default of a cluster key is written once, there.
+fn defaults() -> ClusterConfig {
+    ClusterConfig::new(Token::new(""))
+}
+
+fn millis_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl Default for RawDiscord {
     fn default() -> Self {
+        let session = defaults().session;
         Self {
             token_env: "DISCORD_TOKEN".into(),
-            api_base: DISCORD_API_BASE.into(),
-            intents: RawIntents::Names(vec!["GUILDS".into(), "GUILD_MESSAGES".into()]),
-            compression: "zlib-stream".into(),
-            large_threshold: 250,
+            api_base: defaults().api_base,
+            intents: RawIntents::Names(session.intents.names().map(str::to_owned).collect()),
+            compression: session.compression.name().into(),
+            large_threshold: session.large_threshold.map_or(0, i64::from),
             ca_file: String::new(),
         }
     }
@@ -109,7 +119,7 @@ impl Default for RawIdentify {
     fn default() -> Self {
         Self {
             max_concurrency: RawAuto::Word("auto".into()),
-            window_ms: 5000,
+            window_ms: millis_of(defaults().identify_window),
         }
     }
 }
@@ -125,7 +135,7 @@ impl Default for RawStore {
     fn default() -> Self {
         Self {
             path: "data/shardkeeper.sled".into(),
-            flush_interval_ms: 200,
+            flush_interval_ms: millis_of(defaults().flush_interval),
         }
     }
 }
@@ -233,9 +243,9 @@ impl Config {
     pub(crate) fn cluster(&self, token: Token) -> ClusterConfig {
         let mut cluster = ClusterConfig::new(token);
         cluster.api_base.clone_from(&self.api_base);
-        cluster.intents = self.intents;
-        cluster.compression = self.compression;
-        cluster.large_threshold = self.large_threshold;
+        cluster.session.intents = self.intents;
+        cluster.session.compression = self.compression;
+        cluster.session.large_threshold = Some(self.large_threshold);
         cluster.ca_file.clone_from(&self.ca_file);
         cluster.total = self.total;
         cluster.ids = self.ids.clone();

@@ -103,8 +103,12 @@ impl ClusterBuilder {
         } = self;
         let store = store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let tls = tls::client_config(config.ca_file.as_deref())?;
-        let rest = RestClient::new(&config.api_base, config.token.clone(), Arc::clone(&tls))?
-            .with_retries(config.rest_attempts, config.rest_backoff);
+        let rest = RestClient::new(
+            &config.api_base,
+            config.session.token.clone(),
+            Arc::clone(&tls),
+        )?
+        .with_retries(config.rest_attempts, config.rest_backoff);
         let bot = rest.gateway_bot().await?;
         let plan = Plan::new(&config, &bot)?;
         let ledger = Arc::new(SessionLedger::new(Arc::clone(&store)));
@@ -255,12 +259,7 @@ fn restore_schedule(
 
 /// The session configuration every shard shares.
 fn session_config(config: &ClusterConfig, gateway_url: &str) -> SessionConfig {
-    let mut session = SessionConfig::new(config.token.clone(), gateway_url);
-    session.compression = config.compression;
-    session.intents = config.intents;
-    session.large_threshold = Some(config.large_threshold);
-    session.presence.clone_from(&config.presence);
-    session.timing = config.timing.clone();
-    session.quarantine = config.quarantine;
+    let mut session = config.session.clone();
+    gateway_url.clone_into(&mut session.gateway_url);
     session
 }

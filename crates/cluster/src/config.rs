@@ -4,9 +4,8 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shardkeeper_protocol::payload::PresenceUpdate;
-use shardkeeper_protocol::{Compression, Intents, Token};
-use shardkeeper_session::{QuarantinePolicy, Timing};
+use shardkeeper_protocol::Token;
+use shardkeeper_session::{ScheduleConfig, SessionConfig};
 
 /// Discord's REST base.
 pub const DISCORD_API_BASE: &str = "https://discord.com/api/v10";
@@ -29,21 +28,16 @@ pub enum ShardIds {
     Range(Range<u32>),
 }
 
-/// Everything a cluster needs.
+/// Everything a cluster needs. Every default is written once, here or in the
+/// session's and the schedule's own configuration.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The bot token.
-    pub token: Token,
+    /// What every shard's session uses: the token, intents, compression,
+    /// `large_threshold`, presence, timing, crash-loop protection. `gateway_url` is
+    /// filled in from `/gateway/bot` at start.
+    pub session: SessionConfig,
     /// REST base for `/gateway/bot`.
     pub api_base: String,
-    /// Gateway intents.
-    pub intents: Intents,
-    /// Transport compression.
-    pub compression: Compression,
-    /// `large_threshold` of IDENTIFY.
-    pub large_threshold: u16,
-    /// Presence sent in IDENTIFY.
-    pub presence: Option<PresenceUpdate>,
     /// Extra PEM root for `wss://`/`https://`.
     pub ca_file: Option<PathBuf>,
     /// Shard count.
@@ -56,10 +50,6 @@ pub struct ClusterConfig {
     pub identify_window: Duration,
     /// Added to the window for safety.
     pub identify_margin: Duration,
-    /// Session timeouts and backoff.
-    pub timing: Timing,
-    /// Crash-loop protection.
-    pub quarantine: QuarantinePolicy,
     /// Stored sessions older than this are not resumed.
     pub session_max_age: Duration,
     /// Threads running shard actors; 0 means one per core.
@@ -77,20 +67,14 @@ impl ClusterConfig {
     #[must_use]
     pub fn new(token: Token) -> Self {
         Self {
-            token,
+            session: SessionConfig::new(token, ""),
             api_base: DISCORD_API_BASE.to_owned(),
-            intents: Intents::GUILDS | Intents::GUILD_MESSAGES,
-            compression: Compression::ZlibStream,
-            large_threshold: 250,
-            presence: None,
             ca_file: None,
             total: Auto::Auto,
             ids: ShardIds::All,
             max_concurrency: Auto::Auto,
-            identify_window: Duration::from_secs(5),
-            identify_margin: Duration::from_millis(250),
-            timing: Timing::default(),
-            quarantine: QuarantinePolicy::default(),
+            identify_window: ScheduleConfig::DEFAULT_WINDOW,
+            identify_margin: ScheduleConfig::DEFAULT_MARGIN,
             session_max_age: Duration::from_secs(300),
             threads: 0,
             flush_interval: Duration::from_millis(200),

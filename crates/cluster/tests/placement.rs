@@ -31,7 +31,11 @@ fn set(ids: &[u32]) -> ShardSet {
 async fn contract(subject: Subject) {
     let Subject { placement, change } = subject;
     let mut first = placement.watch();
-    assert_eq!(*first.borrow_and_update(), set(&[0, 1, 2]), "the set to run now");
+    assert_eq!(
+        *first.borrow_and_update(),
+        set(&[0, 1, 2]),
+        "the set to run now"
+    );
 
     change(&[1, 2, 3]);
     tokio::time::timeout(Duration::from_secs(5), first.changed())
@@ -40,7 +44,11 @@ async fn contract(subject: Subject) {
         .expect("the placement is alive");
     assert_eq!(*first.borrow_and_update(), set(&[1, 2, 3]));
     let late = placement.watch();
-    assert_eq!(*late.borrow(), set(&[1, 2, 3]), "a late watcher sees the current set");
+    assert_eq!(
+        *late.borrow(),
+        set(&[1, 2, 3]),
+        "a late watcher sees the current set"
+    );
 
     change(&[1, 2, 3]);
     assert!(
@@ -51,7 +59,11 @@ async fn contract(subject: Subject) {
     );
     placement.released(0);
     placement.released(7);
-    assert_eq!(*placement.watch().borrow(), set(&[1, 2, 3]), "releasing changes no set");
+    assert_eq!(
+        *placement.watch().borrow(),
+        set(&[1, 2, 3]),
+        "releasing changes no set"
+    );
 }
 
 #[tokio::test]

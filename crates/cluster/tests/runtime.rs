@@ -42,14 +42,14 @@ fn sim_config(shards: u32, events_per_sec: f64) -> SimConfig {
 fn cluster_config(sim: &SimHandle) -> ClusterConfig {
     let mut config = ClusterConfig::new(Token::new(TOKEN));
     config.api_base = sim.api_base();
-    config.compression = Compression::ZlibStream;
+    config.session.compression = Compression::ZlibStream;
     config.total = Auto::Auto;
     config.max_concurrency = Auto::Auto;
     config.identify_window = Duration::from_millis(200);
     config.identify_margin = Duration::from_millis(50);
     config.threads = 2;
     config.flush_interval = Duration::from_millis(50);
-    config.timing = Timing {
+    config.session.timing = Timing {
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_secs(1),
         ..Timing::default()

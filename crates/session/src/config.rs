@@ -13,7 +13,8 @@ use crate::QuarantinePolicy;
 pub struct SessionConfig {
     /// The bot token.
     pub token: Token,
-    /// Base gateway URL from `/gateway/bot`; used for every IDENTIFY.
+    /// Base gateway URL from `/gateway/bot`; used for every IDENTIFY. A cluster fills
+    /// it in at start.
     pub gateway_url: String,
     /// Transport compression.
     pub compression: Compression,

@@ -30,15 +30,19 @@ pub struct ScheduleConfig {
 }
 
 impl ScheduleConfig {
-    /// Discord's 5 s window with a 250 ms margin: Discord measures the window when an
-    /// IDENTIFY arrives, and a busy host can delay the write of one IDENTIFY more than
-    /// the next; the margin absorbs that jitter.
+    /// Discord's identify window per bucket.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5);
+    /// Discord measures the window when an IDENTIFY arrives, and a busy host can delay
+    /// the write of one IDENTIFY more than the next; the margin absorbs that jitter.
+    pub const DEFAULT_MARGIN: Duration = Duration::from_millis(250);
+
+    /// Discord's window with the default margin.
     #[must_use]
     pub fn new(max_concurrency: NonZeroU32) -> Self {
         Self {
             max_concurrency,
-            window: Duration::from_secs(5),
-            margin: Duration::from_millis(250),
+            window: Self::DEFAULT_WINDOW,
+            margin: Self::DEFAULT_MARGIN,
         }
     }
 

@@ -120,7 +120,7 @@ async fn gateway_bot_failures_are_retried_and_401_is_final() {
 
     let sim = Sim::start(sim_config(1, 1)).await.expect("sim");
     let mut config = cluster_config(&sim, Duration::from_millis(200));
-    config.token = Token::new("wrong");
+    config.session.token = Token::new("wrong");
     let started = Instant::now();
     let err = Cluster::builder(config)
         .start()
@@ -151,11 +151,11 @@ async fn a_crash_looping_shard_is_quarantined_until_an_operator_starts_it() {
     let env = Env::start_with(
         sim,
         |config| {
-            config.quarantine = QuarantinePolicy {
+            config.session.quarantine = QuarantinePolicy {
                 failures: 3,
                 window: Duration::from_secs(60),
             };
-            config.timing.hello_timeout = Duration::from_millis(200);
+            config.session.timing.hello_timeout = Duration::from_millis(200);
         },
         Duration::from_millis(200),
     )
@@ -180,7 +180,7 @@ async fn sessions_the_gateway_drops_after_ready_are_not_a_crash_loop() {
     let env = Env::start_with(
         sim_config(2, 2),
         |config| {
-            config.quarantine = QuarantinePolicy {
+            config.session.quarantine = QuarantinePolicy {
                 failures: 3,
                 window: Duration::from_secs(60),
             };

@@ -58,13 +58,13 @@ pub(crate) fn sim_config(shards: u32, max_concurrency: u32) -> SimConfig {
 pub(crate) fn cluster_config(sim: &SimHandle, window: Duration) -> ClusterConfig {
     let mut config = ClusterConfig::new(Token::new(TOKEN));
     config.api_base = sim.api_base();
-    config.compression = Compression::ZlibStream;
+    config.session.compression = Compression::ZlibStream;
     config.total = Auto::Auto;
     config.max_concurrency = Auto::Auto;
     config.identify_window = window;
     config.identify_margin = Duration::from_millis(IDENTIFY_MARGIN_MS);
     config.threads = 2;
-    config.timing = Timing {
+    config.session.timing = Timing {
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_secs(1),
         invalid_session_min: Duration::from_millis(100),

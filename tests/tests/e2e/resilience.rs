@@ -17,7 +17,7 @@ async fn a_gateway_that_never_sends_hello_is_abandoned_and_retried() {
     let env = Env::start_with(
         sim,
         |config| {
-            config.timing.hello_timeout = Duration::from_millis(300);
+            config.session.timing.hello_timeout = Duration::from_millis(300);
         },
         Duration::from_millis(200),
     )
@@ -38,7 +38,7 @@ async fn an_unreachable_gateway_is_retried_with_backoff_not_a_busy_loop() {
     };
     let env = Env::start_with(
         sim,
-        |config| config.timing = Timing::default(),
+        |config| config.session.timing = Timing::default(),
         Duration::from_millis(200),
     )
     .await;
