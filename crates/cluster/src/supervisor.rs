@@ -150,6 +150,26 @@ impl Supervisor {
         self.setup.directory.set(id, Some(addr), status);
     }
 
+    /// Starts a new actor for a shard from what its last one published: the session and
+    /// the counters, with `crashed` more restarts.
+    fn respawn(&mut self, id: u32, status: StatusCell, crashed: u64) {
+        let (resume, carried, restarts) = {
+            let published = status.lock();
+            let snap = &published.snapshot;
+            let carried = SessionStats {
+                identifies: snap.identifies,
+                resumes: snap.resumes,
+                reconnects: snap.reconnects,
+                zombies: snap.zombies,
+                last_close_code: snap.last_close_code,
+                latency: None,
+                guilds: 0,
+            };
+            (published.resume.clone(), carried, snap.restarts + crashed)
+        };
+        self.spawn(id, resume, carried, restarts, status);
+    }
+
     /// Closes a shard resumably, stores its last sequence, then releases it.
     fn retire(&mut self, ctx: &mut Context<Self>, id: u32) {
         let Ok(addr) = self.setup.directory.addr(id) else {
@@ -168,15 +188,23 @@ impl Supervisor {
         };
         ctx.spawn(handover.into_actor(self).map(move |stored, act, _| {
             act.retiring.remove(&id);
+            let status = act.setup.directory.status(id);
             act.setup.directory.remove(id);
-            if stored {
-                act.setup.placement.released(id);
-                tracing::info!(shard = id, "shard handed over");
-            } else {
-                tracing::error!(
+            let assigned = act.setup.placement.watch().borrow().contains(&id);
+            match status {
+                // Assigned again while it was being handed over: it runs on here.
+                Some(status) if assigned && !act.standing_down => {
+                    tracing::info!(shard = id, "shard assigned again during its handover");
+                    act.respawn(id, status, 0);
+                }
+                _ if stored => {
+                    act.setup.placement.released(id);
+                    tracing::info!(shard = id, "shard handed over");
+                }
+                _ => tracing::error!(
                     shard = id,
                     "shard retired but its session could not be stored; not released"
-                );
+                ),
             }
         }));
     }
@@ -204,28 +232,13 @@ impl Handler<ShardGone> for Supervisor {
         let Some(status) = self.setup.directory.status(id) else {
             return;
         };
-        let (resume, carried, restarts) = {
-            let published = status.lock();
-            let snap = &published.snapshot;
-            let carried = SessionStats {
-                identifies: snap.identifies,
-                resumes: snap.resumes,
-                reconnects: snap.reconnects,
-                zombies: snap.zombies,
-                last_close_code: snap.last_close_code,
-                latency: None,
-                guilds: 0,
-            };
-            (published.resume.clone(), carried, snap.restarts + 1)
-        };
         self.setup.directory.set(id, None, status.clone());
         self.shared.metrics.restarted();
         tracing::error!(
             shard = id,
-            restarts,
             "shard actor crashed; restarting it with its session"
         );
-        self.spawn(id, resume, carried, restarts, status);
+        self.respawn(id, status, 1);
     }
 }
 

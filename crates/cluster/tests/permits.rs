@@ -160,6 +160,24 @@ async fn cancel_replace_and_unused(factory: Factory) {
     assert!(old.await.is_err(), "the replaced request closed");
 }
 
+/// A shard that gives its request up after the grant was sent but before it saw it
+/// wrote no IDENTIFY: the bucket opens again a window after that grant, not after the
+/// much longer wait for a lost report.
+async fn a_grant_given_up_unseen_frees_its_bucket(factory: Factory) {
+    let (source, _) = factory(1, 100, &[]);
+    let unseen = source.ask(0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let granted_at = Instant::now();
+    source.cancel(0);
+    drop(unseen);
+    let next = granted(source.ask(1)).await;
+    let waited = next - granted_at;
+    assert!(
+        waited < WINDOW + MARGIN + Duration::from_millis(60),
+        "the bucket waited {waited:?} for a report that could not come"
+    );
+}
+
 /// No budget left: nothing is granted, and the status says why (fail closed).
 async fn an_exhausted_budget_grants_nothing(factory: Factory) {
     let (source, _) = factory(1, 0, &[]);
@@ -177,6 +195,7 @@ async fn permit_source_contract() {
         lower_ids_first_one_per_bucket_per_window(factory).await;
         buckets_are_independent(factory).await;
         cancel_replace_and_unused(factory).await;
+        a_grant_given_up_unseen_frees_its_bucket(factory).await;
         an_exhausted_budget_grants_nothing(factory).await;
     }
 }

@@ -307,6 +307,10 @@ impl Handler<Cancel> for IdentifyCoordinator {
         if self.waiting.remove(&msg.shard).is_some() {
             self.schedule.cancel(msg.shard);
             self.pump(ctx);
+        } else if self.schedule.unused(msg.shard) {
+            // Granted, but the shard gave the request up before it saw the grant: no
+            // IDENTIFY was written for it.
+            self.pump(ctx);
         }
     }
 }
