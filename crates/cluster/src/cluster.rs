@@ -112,16 +112,19 @@ impl ClusterBuilder {
         let bot = rest.gateway_bot().await?;
         let plan = Plan::new(&config, &bot)?;
         let ledger = Arc::new(SessionLedger::new(Arc::clone(&store)));
-        let stored = ledger.resumable(plan.total, config.session_max_age)?;
         let placement =
             placement.unwrap_or_else(|| Arc::new(StaticPlacement::new(plan.ids.iter().copied())));
+        let first = placement.watch().borrow().clone();
+        let stored = ledger.resumable(
+            &|id| first.contains(&id),
+            plan.total,
+            config.session_max_age,
+        )?;
         let permits = if let Some(permits) = permits {
             permits
         } else {
             let schedule = restore_schedule(store.as_ref(), &config, &plan, &bot)?;
-            let expected: HashSet<u32> = placement
-                .watch()
-                .borrow()
+            let expected: HashSet<u32> = first
                 .iter()
                 .copied()
                 .filter(|id| !stored.contains_key(id))
@@ -131,7 +134,7 @@ impl ClusterBuilder {
         };
         tracing::info!(
             total = plan.total,
-            owned = placement.watch().borrow().len(),
+            owned = first.len(),
             max_concurrency = plan.max_concurrency,
             resumable = stored.len(),
             "starting cluster"

@@ -10,6 +10,7 @@ use shardkeeper_protocol::EventName;
 use shardkeeper_protocol::payload::RequestGuildMembers;
 use shardkeeper_session::{
     Action, Command, CommandError, Input, ResumeInfo, SessionConfig, SessionStats, ShardSession,
+    StateKind,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -49,6 +50,8 @@ pub(crate) struct Shared {
 /// One run of a shard's actor: what the supervisor hands it.
 pub(crate) struct Incarnation {
     pub(crate) id: u32,
+    /// Which run of the shard's actor this is.
+    pub(crate) generation: u64,
     /// Where it publishes its snapshot and session.
     pub(crate) status: StatusCell,
     /// The session to resume.
@@ -64,6 +67,7 @@ pub(crate) struct Incarnation {
 #[rtype(result = "()")]
 pub(crate) struct ShardGone {
     pub(crate) id: u32,
+    pub(crate) generation: u64,
 }
 
 /// An operator or application command.
@@ -96,6 +100,7 @@ pub(crate) struct Crash;
 pub(crate) struct Shard {
     shared: Arc<Shared>,
     id: u32,
+    generation: u64,
     status: StatusCell,
     carried: SessionStats,
     restarts: u64,
@@ -132,6 +137,7 @@ impl Shard {
         Self {
             shared,
             id: run.id,
+            generation: run.generation,
             status: run.status,
             carried: run.carried,
             restarts: run.restarts,
@@ -273,6 +279,17 @@ impl Shard {
         }
     }
 
+    /// A shard being handed over takes no more commands: a restart now would reconnect
+    /// a shard that is about to run elsewhere.
+    fn refuse_if_retired(&self) -> Result<(), CommandError> {
+        if self.retired {
+            return Err(CommandError::NotRunning {
+                state: StateKind::Stopped,
+            });
+        }
+        Ok(())
+    }
+
     /// Writes the shard's snapshot and session where the supervisor, the handle and
     /// the metrics read them.
     fn publish(&mut self) {
@@ -322,7 +339,10 @@ impl Actor for Shard {
 impl Drop for Shard {
     fn drop(&mut self) {
         if !self.retired {
-            self.shared.supervisor.do_send(ShardGone { id: self.id });
+            self.shared.supervisor.do_send(ShardGone {
+                id: self.id,
+                generation: self.generation,
+            });
         }
     }
 }
@@ -335,6 +355,7 @@ impl Handler<ShardCommand> for Shard {
         ShardCommand(command): ShardCommand,
         ctx: &mut Self::Context,
     ) -> Self::Result {
+        self.refuse_if_retired()?;
         let result = self.session.command(clock::now(), command);
         self.after_input(ctx);
         result
@@ -345,6 +366,7 @@ impl Handler<RequestMembers> for Shard {
     type Result = Result<(), CommandError>;
 
     fn handle(&mut self, msg: RequestMembers, ctx: &mut Self::Context) -> Self::Result {
+        self.refuse_if_retired()?;
         let result = self.session.request_members(clock::now(), msg.request);
         if let Ok(nonce) = &result {
             self.members.register(nonce.clone(), msg.reply);
@@ -360,6 +382,14 @@ impl Handler<Retire> for Shard {
     fn handle(&mut self, _: Retire, ctx: &mut Self::Context) -> Self::Result {
         self.retired = true;
         let _ = self.session.command(clock::now(), Command::Stop);
+        // With nothing backlogged every event received is with the sinks: the session
+        // is stored as of now, so its age counts from the handover, not from the last
+        // dispatch of an idle shard.
+        if self.backlog.is_empty()
+            && let Some(info) = self.session.resume_info()
+        {
+            self.persist = Some(info.clone());
+        }
         self.after_input(ctx);
         let closing = std::mem::take(&mut self.closing);
         Box::pin(

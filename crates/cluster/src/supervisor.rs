@@ -28,7 +28,8 @@ pub(crate) struct Setup {
     pub(crate) arbiters: Vec<ArbiterHandle>,
     pub(crate) directory: Arc<Directory>,
     pub(crate) placement: Arc<dyn Placement>,
-    /// Stored sessions of the shards this process may run, for their first start.
+    /// Stored sessions of the shards of the placement's first set, for their first start;
+    /// shards assigned later read the store when they come.
     pub(crate) stored: HashMap<u32, ResumeInfo>,
     /// How long a stored session stays resumable (for shards assigned later).
     pub(crate) session_max_age: std::time::Duration,
@@ -39,6 +40,8 @@ pub(crate) struct Supervisor {
     setup: Setup,
     /// The arbiter each shard runs on, so a restarted actor stays on its thread.
     homes: HashMap<u32, usize>,
+    /// The number of each shard's current actor: a crash report of an older one is stale.
+    generations: HashMap<u32, u64>,
     next_home: usize,
     retiring: HashSet<u32>,
     standing_down: bool,
@@ -57,6 +60,7 @@ impl Supervisor {
                 shared: Arc::new(shared(ctx.address().recipient())),
                 setup,
                 homes: HashMap::new(),
+                generations: HashMap::new(),
                 next_home: 0,
                 retiring: HashSet::new(),
                 standing_down: false,
@@ -74,7 +78,7 @@ impl Supervisor {
         actix::spawn(async move {
             while changes.changed().await.is_ok() {
                 let set = changes.borrow_and_update().clone();
-                if addr.try_send(Assigned(set)).is_err() && !addr.connected() {
+                if addr.send(Assigned(set)).await.is_err() {
                     return;
                 }
             }
@@ -111,7 +115,11 @@ impl Supervisor {
     /// handed it over).
     fn load(&self, id: u32) -> Option<ResumeInfo> {
         let ledger = &self.shared.ledger;
-        match ledger.resumable(self.shared.total, self.setup.session_max_age) {
+        match ledger.resumable(
+            &|shard| shard == id,
+            self.shared.total,
+            self.setup.session_max_age,
+        ) {
             Ok(mut sessions) => sessions.remove(&id),
             Err(err) => {
                 tracing::error!(shard = id, %err, "cannot read the stored session; identifying");
@@ -136,8 +144,11 @@ impl Supervisor {
         let Some(arbiter) = self.setup.arbiters.get(home) else {
             return;
         };
+        let generation = self.generations.entry(id).or_default();
+        *generation += 1;
         let run = Incarnation {
             id,
+            generation: *generation,
             status: status.clone(),
             resume,
             carried,
@@ -225,8 +236,9 @@ impl Handler<Assigned> for Supervisor {
 impl Handler<ShardGone> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, ShardGone { id }: ShardGone, _: &mut Self::Context) {
-        if self.standing_down || self.retiring.contains(&id) {
+    fn handle(&mut self, ShardGone { id, generation }: ShardGone, _: &mut Self::Context) {
+        let current = self.generations.get(&id) == Some(&generation);
+        if self.standing_down || self.retiring.contains(&id) || !current {
             return;
         }
         let Some(status) = self.setup.directory.status(id) else {

@@ -68,10 +68,12 @@ impl SessionLedger {
         }
     }
 
-    /// The stored sessions that can still be resumed: same shard count, updated within
-    /// `max_age`. The others are forgotten at the next flush.
+    /// The stored sessions of `shards` that can still be resumed: same shard count,
+    /// updated within `max_age`. Those of `shards` that cannot are forgotten at the next
+    /// flush; the records of other shards (another process may run them) are left alone.
     pub fn resumable(
         &self,
+        shards: &dyn Fn(u32) -> bool,
         total: u32,
         max_age: Duration,
     ) -> Result<HashMap<u32, ResumeInfo>, StoreError> {
@@ -79,6 +81,9 @@ impl SessionLedger {
         let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
         let mut usable = HashMap::new();
         for (shard, stored) in self.store.load_sessions()? {
+            if !shards(shard) {
+                continue;
+            }
             let age = now.saturating_sub(stored.updated);
             if stored.total != total {
                 tracing::info!(
