@@ -208,14 +208,19 @@ impl Supervisor {
                     tracing::info!(shard = id, "shard assigned again during its handover");
                     act.respawn(id, status, 0);
                 }
-                _ if stored => {
+                _ => {
+                    if !stored {
+                        // The ledger keeps the session and retries; whoever resumes the
+                        // shard meanwhile replays from the older stored seq: duplicates,
+                        // never a gap. Holding the shard back would run it nowhere.
+                        tracing::error!(
+                            shard = id,
+                            "shard retired but its session could not be stored; releasing it anyway"
+                        );
+                    }
                     act.setup.placement.released(id);
                     tracing::info!(shard = id, "shard handed over");
                 }
-                _ => tracing::error!(
-                    shard = id,
-                    "shard retired but its session could not be stored; not released"
-                ),
             }
         }));
     }
