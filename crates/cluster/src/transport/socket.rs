@@ -110,7 +110,9 @@ pub(crate) fn socket_config() -> WebSocketConfig {
 
 /// Hands frames to the actor in batches of what is already buffered, each batch waiting
 /// for its handler: while a sink is full the handler does not finish, reading stops, and
-/// TCP slows the gateway down. Timers keep running in the actor, so heartbeats go on.
+/// TCP slows the gateway down. Timers keep running in the actor, so heartbeats are still
+/// sent; their ACKs wait behind the held batch, so a sink full for longer than a
+/// heartbeat interval ends in a zombie reconnect and a RESUME (nothing is lost).
 async fn read_frames<A>(mut stream: SplitStream<Ws>, addr: Addr<A>, epoch: u64)
 where
     A: Actor + Handler<Inbound>,
