@@ -21,12 +21,10 @@ impl Serialize for WireState {
 
 impl utoipa::PartialSchema for WireState {
     fn schema() -> RefOr<Schema> {
-        let mut names: Vec<&str> = StateKind::ALL.iter().map(|s| s.api_name()).collect();
-        names.dedup();
         ObjectBuilder::new()
             .schema_type(Type::String)
             .description(Some("Shard state"))
-            .enum_values(Some(names))
+            .enum_values(Some(StateKind::api_names()))
             .into()
     }
 }

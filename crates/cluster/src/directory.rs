@@ -11,20 +11,10 @@ use crate::shard::Shard;
 use crate::snapshot::ShardSnapshot;
 use crate::status::StatusCell;
 
-/// A running (or restarting) shard.
+/// A running shard.
 struct Entry {
-    /// `None` while the supervisor rebuilds a crashed actor.
-    addr: Option<Addr<Shard>>,
+    addr: Addr<Shard>,
     status: StatusCell,
-}
-
-/// Why a shard cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lookup {
-    /// This process does not run it.
-    NotRunning,
-    /// Its actor is being rebuilt.
-    Restarting,
 }
 
 /// Every shard this process runs.
@@ -42,8 +32,8 @@ impl Directory {
         self.entries.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a shard's actor (`None`: being rebuilt) and its status cell.
-    pub(crate) fn set(&self, id: u32, addr: Option<Addr<Shard>>, status: StatusCell) {
+    /// Records a shard's (new) actor and its status cell.
+    pub(crate) fn set(&self, id: u32, addr: Addr<Shard>, status: StatusCell) {
         self.write().insert(id, Entry { addr, status });
     }
 
@@ -52,15 +42,9 @@ impl Directory {
         self.write().remove(&id);
     }
 
-    /// The shard's actor, in one lookup.
-    pub(crate) fn addr(&self, id: u32) -> Result<Addr<Shard>, Lookup> {
-        match self.read().get(&id) {
-            Some(Entry {
-                addr: Some(addr), ..
-            }) => Ok(addr.clone()),
-            Some(_) => Err(Lookup::Restarting),
-            None => Err(Lookup::NotRunning),
-        }
+    /// The shard's actor, in one lookup; `None` if this process does not run it.
+    pub(crate) fn addr(&self, id: u32) -> Option<Addr<Shard>> {
+        self.read().get(&id).map(|e| e.addr.clone())
     }
 
     /// The shard's status cell.
@@ -68,12 +52,9 @@ impl Directory {
         self.read().get(&id).map(|e| e.status.clone())
     }
 
-    /// Every shard's actor, in id order (shards being rebuilt are left out).
-    pub(crate) fn addrs(&self) -> Vec<(u32, Addr<Shard>)> {
-        self.read()
-            .iter()
-            .filter_map(|(&id, e)| e.addr.clone().map(|a| (id, a)))
-            .collect()
+    /// Every shard's actor.
+    pub(crate) fn addrs(&self) -> Vec<Addr<Shard>> {
+        self.read().values().map(|e| e.addr.clone()).collect()
     }
 
     pub(crate) fn ids(&self) -> Vec<u32> {
@@ -102,36 +83,5 @@ impl Directory {
         self.read()
             .values()
             .all(|e| e.status.lock().snapshot.state.is_settled())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use shardkeeper_session::StateKind;
-
-    use super::{Directory, Lookup};
-    use crate::status::StatusCell;
-
-    #[test]
-    fn settled_once_no_shard_is_on_its_way_up() {
-        let directory = Directory::default();
-        let cells: Vec<StatusCell> = (0..3).map(|id| StatusCell::new(id, None)).collect();
-        for (id, cell) in (0..).zip(&cells) {
-            directory.set(id, None, cell.clone());
-        }
-        assert!(!directory.settled(), "idle shards have not started");
-        let set = |id: usize, state: StateKind| cells[id].lock().snapshot.state = state;
-        set(0, StateKind::Ready);
-        set(1, StateKind::Quarantined);
-        set(2, StateKind::Resuming);
-        assert!(!directory.settled(), "shard 2 is still resuming");
-        set(2, StateKind::Failed);
-        assert!(directory.settled());
-        set(0, StateKind::Reconnecting);
-        assert!(!directory.settled());
-        assert_eq!(directory.addr(1).err(), Some(Lookup::Restarting));
-        assert_eq!(directory.addr(7).err(), Some(Lookup::NotRunning));
-        directory.remove(1);
-        assert_eq!(directory.ids(), [0, 2]);
     }
 }

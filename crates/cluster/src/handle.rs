@@ -11,7 +11,7 @@ use shardkeeper_session::{ClientPayload, Command, CommandError, StateKind};
 use tokio::sync::oneshot;
 
 use crate::clock;
-use crate::directory::{Directory, Lookup};
+use crate::directory::Directory;
 use crate::members::{MembersError, MembersResult};
 use crate::metrics::Metrics;
 use crate::permit::PermitSource;
@@ -54,7 +54,8 @@ pub enum ClusterError {
         /// Why.
         source: CommandError,
     },
-    /// The shard's actor is restarting; try again.
+    /// The shard's actor stopped before it answered (it crashed and is being rebuilt,
+    /// or it is being handed over); try again.
     #[error("shard {0} is restarting; try again")]
     Unavailable(u32),
     /// A member request failed.
@@ -201,12 +202,6 @@ impl ClusterHandle {
         self.shards().iter().all(|s| s.state == StateKind::Ready)
     }
 
-    /// Whether no owned shard is on its way up: each is Ready or parked.
-    #[must_use]
-    pub fn settled(&self) -> bool {
-        self.inner.directory.settled()
-    }
-
     /// Buckets, queues, next grant times and the session start budget.
     #[must_use]
     pub fn identify_status(&self) -> Option<IdentifyStatus> {
@@ -223,10 +218,7 @@ impl ClusterHandle {
         self.inner
             .directory
             .addr(id)
-            .map_err(|lookup| match lookup {
-                Lookup::NotRunning => ClusterError::NotOwned(id),
-                Lookup::Restarting => ClusterError::Unavailable(id),
-            })
+            .ok_or(ClusterError::NotOwned(id))
     }
 
     async fn command(&self, id: u32, command: Command) -> Result<(), ClusterError> {

@@ -205,9 +205,7 @@ impl Metrics {
         flush_lag: Duration,
         degraded: bool,
     ) -> String {
-        for state in StateKind::ALL {
-            // `awaiting_hello` reports as `connecting`: one label per API name.
-            let name = state.api_name();
+        for name in StateKind::api_names() {
             let count = shards.iter().filter(|s| s.state.api_name() == name).count();
             self.shards
                 .get_or_create(&StateLabels { state: name })

@@ -105,8 +105,7 @@ impl Supervisor {
                 );
             } else if !self.setup.directory.contains(id) {
                 let resume = self.setup.stored.remove(&id).or_else(|| self.load(id));
-                let status = StatusCell::new(id, resume.clone());
-                self.spawn(id, resume, SessionStats::default(), 0, status);
+                self.run(id, StatusCell::new(id, resume), 0);
             }
         }
     }
@@ -128,14 +127,9 @@ impl Supervisor {
         }
     }
 
-    fn spawn(
-        &mut self,
-        id: u32,
-        resume: Option<ResumeInfo>,
-        carried: SessionStats,
-        restarts: u64,
-        status: StatusCell,
-    ) {
+    /// Starts an actor for a shard from what its status cell holds: the session and the
+    /// counters of earlier runs (none for a new cell), with `crashed` more restarts.
+    fn run(&mut self, id: u32, status: StatusCell, crashed: u64) {
         let count = self.setup.arbiters.len().max(1);
         let home = *self.homes.entry(id).or_insert_with(|| {
             self.next_home += 1;
@@ -146,44 +140,36 @@ impl Supervisor {
         };
         let generation = self.generations.entry(id).or_default();
         *generation += 1;
-        let run = Incarnation {
-            id,
-            generation: *generation,
-            status: status.clone(),
-            resume,
-            carried,
-            restarts,
+        let run = {
+            let published = status.lock();
+            let snap = &published.snapshot;
+            Incarnation {
+                id,
+                generation: *generation,
+                status: status.clone(),
+                resume: published.resume.clone(),
+                carried: SessionStats {
+                    identifies: snap.identifies,
+                    resumes: snap.resumes,
+                    reconnects: snap.reconnects,
+                    zombies: snap.zombies,
+                    last_close_code: snap.last_close_code,
+                    latency: None,
+                    guilds: 0,
+                },
+                restarts: snap.restarts + crashed,
+            }
         };
         let shared = Arc::clone(&self.shared);
         let addr = Shard::start_in_arbiter(arbiter, move |_| {
             Shard::new(shared, run, rand::random::<u64>())
         });
-        self.setup.directory.set(id, Some(addr), status);
-    }
-
-    /// Starts a new actor for a shard from what its last one published: the session and
-    /// the counters, with `crashed` more restarts.
-    fn respawn(&mut self, id: u32, status: StatusCell, crashed: u64) {
-        let (resume, carried, restarts) = {
-            let published = status.lock();
-            let snap = &published.snapshot;
-            let carried = SessionStats {
-                identifies: snap.identifies,
-                resumes: snap.resumes,
-                reconnects: snap.reconnects,
-                zombies: snap.zombies,
-                last_close_code: snap.last_close_code,
-                latency: None,
-                guilds: 0,
-            };
-            (published.resume.clone(), carried, snap.restarts + crashed)
-        };
-        self.spawn(id, resume, carried, restarts, status);
+        self.setup.directory.set(id, addr, status);
     }
 
     /// Closes a shard resumably, stores its last sequence, then releases it.
     fn retire(&mut self, ctx: &mut Context<Self>, id: u32) {
-        let Ok(addr) = self.setup.directory.addr(id) else {
+        let Some(addr) = self.setup.directory.addr(id) else {
             self.setup.directory.remove(id);
             self.retiring.remove(&id);
             return;
@@ -206,7 +192,7 @@ impl Supervisor {
                 // Assigned again while it was being handed over: it runs on here.
                 Some(status) if assigned && !act.standing_down => {
                     tracing::info!(shard = id, "shard assigned again during its handover");
-                    act.respawn(id, status, 0);
+                    act.run(id, status, 0);
                 }
                 _ => {
                     if !stored {
@@ -249,13 +235,12 @@ impl Handler<ShardGone> for Supervisor {
         let Some(status) = self.setup.directory.status(id) else {
             return;
         };
-        self.setup.directory.set(id, None, status.clone());
         self.shared.metrics.restarted();
         tracing::error!(
             shard = id,
             "shard actor crashed; restarting it with its session"
         );
-        self.respawn(id, status, 1);
+        self.run(id, status, 1);
     }
 }
 
@@ -269,7 +254,7 @@ impl Handler<StandDown> for Supervisor {
             .directory
             .addrs()
             .into_iter()
-            .map(|(_, addr)| addr.send(Retire))
+            .map(|addr| addr.send(Retire))
             .collect();
         Box::pin(
             futures_util::future::join_all(retiring)

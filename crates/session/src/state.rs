@@ -70,6 +70,14 @@ impl StateKind {
         }
     }
 
+    /// The distinct API names, in lifecycle order (`awaiting_hello` has none of its own).
+    #[must_use]
+    pub fn api_names() -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = Self::ALL.iter().map(|s| s.api_name()).collect();
+        names.dedup();
+        names
+    }
+
     /// Whether the shard is parked: stopped, quarantined or failed, waiting for a command.
     #[must_use]
     pub fn is_parked(self) -> bool {
@@ -288,5 +296,41 @@ impl State {
             Self::Resuming { resume, .. } | Self::Ready { resume, .. } => Some(resume.seq),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateKind;
+
+    #[test]
+    fn settled_means_ready_or_parked() {
+        let settled: Vec<StateKind> = StateKind::ALL
+            .into_iter()
+            .filter(|s| s.is_settled())
+            .collect();
+        assert_eq!(
+            settled,
+            [
+                StateKind::Ready,
+                StateKind::Stopped,
+                StateKind::Quarantined,
+                StateKind::Failed
+            ]
+        );
+        assert!(
+            !StateKind::Idle.is_settled(),
+            "idle shards have not started"
+        );
+        assert!(!StateKind::Resuming.is_settled());
+        assert!(!StateKind::Reconnecting.is_settled());
+    }
+
+    #[test]
+    fn every_api_name_once() {
+        let names = StateKind::api_names();
+        assert_eq!(names.len(), 9);
+        assert_eq!(names.iter().filter(|n| **n == "connecting").count(), 1);
+        assert!(names.contains(&"quarantined"));
     }
 }

@@ -40,12 +40,6 @@ impl SessionLedger {
         }
     }
 
-    /// The backend.
-    #[must_use]
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
-    }
-
     fn lock(&self) -> MutexGuard<'_, SessionBatch> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
