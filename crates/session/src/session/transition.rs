@@ -7,7 +7,7 @@ use shardkeeper_protocol::CloseCode;
 use super::{Presence, ShardSession};
 use crate::backoff;
 use crate::state::{Pending, Permit, State, StopReason, Target};
-use crate::{Action, ClientPayload, CommandError, Notice, StateKind};
+use crate::{Action, ClientPayload, CommandError, Notice, ResumeInfo, StateKind};
 
 /// Close code for connections shardkeeper closes while keeping the session resumable.
 pub(crate) const CLOSE_RESUMABLE: u16 = 4000;
@@ -116,11 +116,7 @@ impl ShardSession {
                 failures: self.quarantine.len(),
                 window: policy.window,
             }));
-            self.outbox.clear();
-            self.state = State::Stopped {
-                resume: target.into_resume(),
-                reason: StopReason::Quarantined,
-            };
+            self.park(target.into_resume(), StopReason::Quarantined);
             return;
         }
         self.state = State::Reconnecting {
@@ -250,11 +246,13 @@ impl ShardSession {
         if old.has_socket() {
             self.push(Action::Close(CLOSE_RESUMABLE));
         }
+        self.park(old.into_resume(), StopReason::Operator);
+    }
+
+    /// Stops for `reason`, keeping `resume`; payloads waiting for Ready are dropped.
+    fn park(&mut self, resume: Option<ResumeInfo>, reason: StopReason) {
         self.outbox.clear();
-        self.state = State::Stopped {
-            resume: old.into_resume(),
-            reason: StopReason::Operator,
-        };
+        self.state = State::Stopped { resume, reason };
     }
 
     pub(super) fn restart(&mut self, now: Instant, fresh: bool) {
@@ -282,10 +280,7 @@ impl ShardSession {
         payload: &ClientPayload,
     ) -> Result<(), CommandError> {
         let state = self.state.kind();
-        if matches!(
-            state,
-            StateKind::Idle | StateKind::Stopped | StateKind::Quarantined | StateKind::Failed
-        ) {
+        if state == StateKind::Idle || state.is_parked() {
             return Err(CommandError::NotRunning { state });
         }
         let frame = payload.encode()?;
