@@ -36,7 +36,7 @@ fn random_token() -> String {
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let shutdown = crate::Shutdown::install()?;
     let config = Config::parse(DEMO_CONFIG, "config/demo.toml", std::env::vars())?;
-    let total = args.shards.or(match config.total {
+    let total = args.shards.or(match config.total() {
         Auto::Fixed(n) => Some(n),
         Auto::Auto => None,
     });
@@ -46,7 +46,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         token: sim_token.clone(),
         shards: total,
         max_concurrency: DEMO_MAX_CONCURRENCY,
-        identify_window: config.window,
+        identify_window: config.identify_window(),
         guilds_per_shard: 3,
         events_per_sec: 2.0,
         ..SimConfig::default()
@@ -83,7 +83,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  metrics     http://{addr}/metrics");
     println!();
-    show_progress(&cluster, total, config.window, started).await;
+    show_progress(&cluster, total, config.identify_window(), started).await;
     println!("Ctrl-C to stop.");
     shutdown.wait().await;
     println!("stopping: every shard closes with 4000, sessions stay resumable");
