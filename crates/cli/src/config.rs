@@ -29,7 +29,11 @@ pub(crate) struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(origin: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        origin: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             origin: origin.into(),
             key: key.into(),
@@ -56,6 +60,23 @@ pub(crate) struct Config {
     pub(crate) admin_bind: SocketAddr,
     pub(crate) admin_token_env: String,
     pub(crate) sinks: Vec<SinkSpec>,
+    pub(crate) mode: Mode,
+    /// The Redis URL; may hold a password, so it is kept like a token.
+    pub(crate) redis_url: Token,
+    pub(crate) namespace: String,
+    /// "" = `<hostname>-<pid>`.
+    pub(crate) node_id: String,
+    pub(crate) lease: Duration,
+    pub(crate) capacity: u32,
+    /// "" = the admin bind address.
+    pub(crate) advertise_admin: String,
+}
+
+/// Single process (sled) or several nodes sharing one bot through Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Single,
+    Redis,
 }
 
 impl Default for Config {
@@ -67,6 +88,13 @@ impl Default for Config {
             admin_bind: SocketAddr::from(([127, 0, 0, 1], 7878)),
             admin_token_env: "SHARDKEEPER_ADMIN_TOKEN".into(),
             sinks: vec![SinkSpec::Stdout],
+            mode: Mode::Single,
+            redis_url: Token::new("redis://127.0.0.1:6379/0"),
+            namespace: "shardkeeper".into(),
+            node_id: String::new(),
+            lease: Duration::from_secs(10),
+            capacity: 0,
+            advertise_admin: String::new(),
         }
     }
 }
@@ -186,6 +214,67 @@ const KEYS: &[Key] = &[
                 .iter()
                 .map(|s| sink(s))
                 .collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.mode",
+        set: |c, v| {
+            c.mode = match string(v)?.as_str() {
+                "single" => Mode::Single,
+                "redis" => Mode::Redis,
+                other => return Err(format!("expected \"single\" or \"redis\", got {other:?}")),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.url",
+        set: |c, v| {
+            let url = string(v)?;
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                return Err("expected a redis://, rediss:// or unix:// URL".into());
+            }
+            c.redis_url = Token::new(&url);
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.namespace",
+        set: |c, v| {
+            c.namespace = non_empty(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.node_id",
+        set: |c, v| {
+            string(v)?.trim().clone_into(&mut c.node_id);
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.lease_ms",
+        set: |c, v| {
+            c.lease = millis(v, 1000)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.capacity",
+        set: |c, v| {
+            let n = integer(v)?;
+            c.capacity = u32::try_from(n).map_err(|_| format!("{n} is not a shard count ≥ 0"))?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.advertise_admin",
+        set: |c, v| {
+            c.advertise_admin = string(v)?;
             Ok(())
         },
     },

@@ -1,0 +1,548 @@
+//! The node's control loop: every tick it renews its leases (one call for all of its
+//! shards), reads the namespace, and claims or hands over shards so each runs on the
+//! node placement chose; between ticks it serves identify permits. A watchdog task
+//! stops every shard the moment the last renewal stops covering them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardkeeper_cluster::{Grant, RestClient, ShardSet};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::assign::Assignment;
+use crate::error::NodeError;
+use crate::link::{GrantAsk, Identity, Link, epoch_of};
+use crate::node::{GRANT_VALIDITY, Inner, NodeConfig, NodeCounters};
+use crate::view::identify_status;
+
+/// Most shards a node hands to others per tick, so a joining node takes its share a
+/// few at a time.
+const HANDOVERS_PER_TICK: usize = 8;
+/// Longest tick: the reconcile pace even with a long lease.
+const MAX_TICK: Duration = Duration::from_secs(1);
+/// How long an orphan waits for its target before the next node in rank may take it,
+/// on top of the lease.
+const TAKEOVER_SLACK: Duration = Duration::from_secs(2);
+/// Shortest time between two refreshes of the shared budget from `/gateway/bot`.
+const REFRESH_EVERY_MS: u64 = 60_000;
+/// Longest a waiting permit request goes without asking again.
+const POLL: Duration = Duration::from_millis(200);
+/// How often a parked or failing permit request is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What the seams ask of the control loop.
+pub(crate) enum Command {
+    Ask(u32, oneshot::Sender<Grant>),
+    Cancel(u32),
+    Written(u32, Instant),
+    Unused(u32),
+    Released(u32),
+    StopGranting,
+    Leave(oneshot::Sender<()>),
+    Halt,
+}
+
+/// A shard waiting for a permit.
+struct Waiter {
+    reply: oneshot::Sender<Grant>,
+    request: u64,
+}
+
+pub(crate) struct Control {
+    inner: Arc<Inner>,
+    rest: RestClient,
+    commands: mpsc::UnboundedReceiver<Command>,
+    run_id: String,
+    tick: Duration,
+    orphan_since: HashMap<u32, Instant>,
+    handing_over: BTreeSet<u32>,
+    leaving: Option<oneshot::Sender<()>>,
+    waiting: BTreeMap<u32, Waiter>,
+    /// Shard → a delivered grant and when its request was sent, until the IDENTIFY is
+    /// written.
+    granted: HashMap<u32, (GrantAsk, Instant)>,
+    next_permits: Instant,
+    refreshing: Arc<Mutex<bool>>,
+    budget_due: bool,
+    /// The cluster is shutting down: no more grants.
+    halted: bool,
+}
+
+impl Control {
+    /// Connects, checks, joins; the loop and what the seams share.
+    pub(crate) async fn join(
+        config: NodeConfig,
+        rest: RestClient,
+    ) -> Result<(Self, Arc<Inner>), NodeError> {
+        let lease_ms = u64::try_from(config.lease.as_millis()).unwrap_or(u64::MAX);
+        let timeout = (config.lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let link = Link::connect(&config.url, &config.namespace, timeout).await?;
+        crate::settings::check(&link).await?;
+        link.load_library().await.map_err(|err| {
+            NodeError::conflict(
+                "cluster.url",
+                format!(
+                    "cannot load shardkeeper's functions (Redis 7.0 or later is needed): {err}"
+                ),
+            )
+        })?;
+        let identity = Identity {
+            id: config.node_id.clone(),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            lease_ms,
+        };
+        crate::settings::join(&link, &identity, &config).await?;
+        let run_id = link.run_id().await?;
+        let (commands, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            identity,
+            config,
+            link,
+            runtime: tokio::runtime::Handle::current(),
+            commands,
+            assigned: watch::Sender::new(ShardSet::new()),
+            held: Mutex::default(),
+            status: Mutex::default(),
+            valid_until: Mutex::default(),
+            counters: NodeCounters::default(),
+        });
+        let tick = (inner.config.lease / 3).min(MAX_TICK);
+        Ok((
+            Self {
+                inner: Arc::clone(&inner),
+                rest,
+                commands: rx,
+                run_id,
+                tick,
+                orphan_since: HashMap::new(),
+                handing_over: BTreeSet::new(),
+                leaving: None,
+                waiting: BTreeMap::new(),
+                granted: HashMap::new(),
+                next_permits: Instant::now(),
+                refreshing: Arc::default(),
+                budget_due: true,
+                halted: false,
+            },
+            inner,
+        ))
+    }
+
+    /// Runs until halted.
+    pub(crate) async fn run(mut self) {
+        tokio::spawn(watchdog(Arc::clone(&self.inner)));
+        let mut next_tick = Instant::now();
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Halt) => break,
+                    Some(command) => self.command(command).await,
+                },
+                () = tokio::time::sleep_until(next_tick.into()) => {
+                    self.round().await;
+                    next_tick = Instant::now() + self.tick;
+                }
+                () = tokio::time::sleep_until(self.next_permits.into()), if !self.waiting.is_empty() => {
+                    self.permits().await;
+                }
+            }
+        }
+        self.inner.fence("the node is stopping");
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Ask(_, _) if self.halted => {}
+            Command::Ask(shard, reply) => {
+                self.waiting.insert(
+                    shard,
+                    Waiter {
+                        reply,
+                        request: rand::random(),
+                    },
+                );
+                self.next_permits = Instant::now();
+            }
+            Command::Cancel(shard) => {
+                self.waiting.remove(&shard);
+            }
+            Command::Written(shard, at) => {
+                if let Some((ask, sent)) = self.granted.remove(&shard) {
+                    let config = &self.inner.config;
+                    let gap = config.identify_window + config.identify_margin;
+                    let elapsed = at.saturating_duration_since(sent);
+                    self.redis(self.inner.link.written(&ask, elapsed, gap).await);
+                    self.next_permits = Instant::now();
+                }
+            }
+            Command::Unused(shard) => {
+                if let Some((ask, _)) = self.granted.remove(&shard) {
+                    self.redis(self.inner.link.unused(shard, ask.request).await);
+                }
+            }
+            Command::Released(shard) => self.released(shard).await,
+            Command::Leave(done) => {
+                tracing::info!(node = %self.inner.identity.id, "leaving: handing every shard over");
+                self.leaving = Some(done);
+                self.round().await;
+            }
+            Command::StopGranting => {
+                self.halted = true;
+                self.waiting.clear();
+            }
+            Command::Halt => {}
+        }
+    }
+
+    /// Counts a failed Redis call; the value of a successful one.
+    fn redis<T>(&self, result: Result<T, redis::RedisError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(err) => {
+                NodeCounters::add(&self.inner.counters.redis_errors, 1);
+                tracing::warn!(node = %self.inner.identity.id, %err, "Redis call failed");
+                None
+            }
+        }
+    }
+
+    /// One tick: notice a Redis restart, renew, reconcile, refresh the budget.
+    async fn round(&mut self) {
+        let inner = Arc::clone(&self.inner);
+        if inner
+            .valid_until()
+            .is_some_and(|until| Instant::now() >= until)
+        {
+            inner.fence("the lease could not be renewed in time");
+        }
+        if let Some(run_id) = self.redis(inner.link.run_id().await)
+            && run_id != self.run_id
+        {
+            self.redis_restarted().await;
+            self.run_id = run_id;
+        }
+        self.renew().await;
+        let Some(view) = self.redis(inner.link.view(inner.config.total).await) else {
+            return;
+        };
+        self.reconcile(&view).await;
+        self.refresh_budget(&view);
+        *inner
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            identify_status(&inner.config, &view, self.waiting.keys().copied());
+        self.finish_leaving().await;
+    }
+
+    /// Redis came back with another `run_id`: no grants for a grace period (a grant
+    /// made just before it died may be lost with its data), and if the data is gone, the
+    /// namespace is joined again and the budget fetched before any grant.
+    async fn redis_restarted(&mut self) {
+        let inner = Arc::clone(&self.inner);
+        NodeCounters::add(&inner.counters.redis_restarts, 1);
+        let pause = inner.config.lease.max(spacing(&inner.config));
+        tracing::error!(node = %inner.identity.id, pause_ms = pause.as_millis(), "Redis restarted; no identify permits during the grace period");
+        self.redis(inner.link.pause_grants(pause).await);
+        if self.redis(inner.link.has_meta().await) == Some(false) {
+            NodeCounters::add(&inner.counters.data_losses, 1);
+            tracing::error!(node = %inner.identity.id, "Redis lost the cluster's data; rejoining, owners re-assert their shards, and the budget is fetched again before any grant");
+            if let Err(err) =
+                crate::settings::rejoin(&inner.link, &inner.identity, &inner.config).await
+            {
+                tracing::error!(node = %inner.identity.id, %err, "cannot rejoin the cluster");
+            }
+            self.budget_due = true;
+        }
+    }
+
+    /// Renews every lease; a shard found owned by another stops at once.
+    async fn renew(&mut self) {
+        let inner = Arc::clone(&self.inner);
+        let held: Vec<(u32, u64)> = inner.held().iter().map(|(&s, &e)| (s, e)).collect();
+        let sent = Instant::now();
+        let result = inner.link.beat(&inner.identity, &held).await;
+        let elapsed = sent.elapsed();
+        match result {
+            Ok(kept) => {
+                inner.counters.renew_us.store(
+                    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let mut current = inner.held();
+                let mut until = inner.valid_until();
+                // A renewal is only worth what it covers from before it was sent.
+                *until = Some(sent + inner.config.lease.mul_f64(0.9));
+                for (&(shard, epoch), kept) in held.iter().zip(kept) {
+                    if !kept && current.get(&shard) == Some(&epoch) {
+                        tracing::warn!(node = %inner.identity.id, shard, "shard is owned by another node now; stopping it");
+                        current.remove(&shard);
+                        self.handing_over.remove(&shard);
+                        NodeCounters::add(&inner.counters.lost, 1);
+                    }
+                }
+                let running: ShardSet = current
+                    .keys()
+                    .copied()
+                    .filter(|s| !self.handing_over.contains(s))
+                    .collect();
+                drop((current, until));
+                publish(&inner, running);
+            }
+            Err(err) if err.code().is_some_and(|code| code == "DUPLICATE") => {
+                inner.fence("another live node took this node's id");
+            }
+            Err(err) => {
+                self.redis::<()>(Err(err));
+            }
+        }
+    }
+
+    /// Claims the orphans placement gives this node and hands over the shards it gives
+    /// to others.
+    async fn reconcile(&mut self, view: &crate::link::View) {
+        let inner = Arc::clone(&self.inner);
+        let me = &inner.identity.id;
+        let live = crate::view::candidates(view, me, self.leaving.is_some());
+        let assignment = Assignment::new(inner.config.total, &live);
+        let mine = live.iter().position(|c| &c.id == me);
+        let now = Instant::now();
+        let round = inner.config.lease + TAKEOVER_SLACK;
+        let mut claims = Vec::new();
+        let mut handovers = 0;
+        // Leaving, everything goes at once: the others resume each shard as it comes.
+        let bound = if self.leaving.is_some() {
+            usize::MAX
+        } else {
+            HANDOVERS_PER_TICK
+        };
+        let held = inner.held().clone();
+        for (shard, owner) in (0..inner.config.total).zip(&view.owners) {
+            match owner {
+                Some(value)
+                    if held
+                        .get(&shard)
+                        .is_some_and(|&e| epoch_of(value, me) == Some(e)) =>
+                {
+                    self.orphan_since.remove(&shard);
+                    let keep = mine.is_some() && assignment.target(shard) == mine;
+                    if !keep && handovers < bound && self.handing_over.insert(shard) {
+                        handovers += 1;
+                    }
+                }
+                Some(_) => {
+                    self.orphan_since.remove(&shard);
+                }
+                None if held.contains_key(&shard) => {}
+                None => {
+                    let since = *self.orphan_since.entry(shard).or_insert(now);
+                    let rounds = (now - since).as_millis() / round.as_millis().max(1);
+                    let taker =
+                        assignment.taker(shard, usize::try_from(rounds).unwrap_or(usize::MAX));
+                    if mine.is_some() && taker == mine && !view.grace {
+                        claims.push(shard);
+                    }
+                }
+            }
+        }
+        if handovers > 0 {
+            tracing::info!(node = %me, shards = handovers, "handing shards over to their new nodes");
+        }
+        for shard in claims {
+            let Some(value) = self.redis(inner.link.claim(&inner.identity, shard).await) else {
+                break;
+            };
+            if let Some(epoch) = epoch_of(&value, me) {
+                NodeCounters::add(&inner.counters.claims, 1);
+                if epoch > 1 {
+                    NodeCounters::add(&inner.counters.failovers, 1);
+                }
+                self.orphan_since.remove(&shard);
+                inner.held().insert(shard, epoch);
+                tracing::info!(node = %me, shard, epoch, "shard claimed");
+            }
+        }
+        let running: ShardSet = inner
+            .held()
+            .keys()
+            .copied()
+            .filter(|s| !self.handing_over.contains(s))
+            .collect();
+        publish(&inner, running);
+    }
+
+    /// The supervisor stopped a shard and stored its session: give the claim up.
+    async fn released(&mut self, shard: u32) {
+        self.handing_over.remove(&shard);
+        let epoch = self.inner.held().remove(&shard);
+        if let Some(epoch) = epoch {
+            let inner = Arc::clone(&self.inner);
+            self.redis(inner.link.release(&inner.identity, shard, epoch).await);
+            NodeCounters::add(&inner.counters.handovers, 1);
+            tracing::info!(node = %inner.identity.id, shard, "shard released");
+        }
+        self.finish_leaving().await;
+    }
+
+    /// Once every shard is handed over, the node leaves the namespace.
+    async fn finish_leaving(&mut self) {
+        if self.leaving.is_some() && self.inner.held().is_empty() {
+            let inner = Arc::clone(&self.inner);
+            self.redis(inner.link.leave(&inner.identity).await);
+            if let Some(done) = self.leaving.take() {
+                tracing::info!(node = %inner.identity.id, "every shard handed over; left the cluster");
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Asks Redis for the permits waiting shards need, lowest shard id first, one
+    /// request per bucket per pass. Any doubt means no grant: the shard waits.
+    async fn permits(&mut self) {
+        let inner = Arc::clone(&self.inner);
+        let config = &inner.config;
+        let mut next = Instant::now() + RETRY;
+        let mut asked = BTreeSet::new();
+        let shards: Vec<u32> = self.waiting.keys().copied().collect();
+        for shard in shards {
+            let bucket = shard % config.max_concurrency.max(1);
+            let epoch = inner.held().get(&shard).copied();
+            let (Some(epoch), Some(waiter)) = (epoch, self.waiting.get(&shard)) else {
+                continue;
+            };
+            if waiter.reply.is_closed() {
+                self.waiting.remove(&shard);
+                continue;
+            }
+            if !asked.insert(bucket) {
+                continue;
+            }
+            let ask = GrantAsk {
+                shard,
+                epoch,
+                bucket,
+                request: waiter.request,
+                spacing_ms: millis(spacing(config)),
+                validity_ms: millis(GRANT_VALIDITY),
+                reserve: reserve(config, &inner),
+            };
+            let sent = Instant::now();
+            let Some(verdict) = self.redis(inner.link.grant(&inner.identity, &ask).await) else {
+                break;
+            };
+            match verdict {
+                crate::link::Verdict::Grant(valid_ms) => {
+                    let Some(waiter) = self.waiting.remove(&shard) else {
+                        continue;
+                    };
+                    // Valid from before the request was sent, less a margin for the
+                    // hop to the shard's socket.
+                    let deadline = sent + Duration::from_millis(valid_ms - valid_ms / 4);
+                    if Instant::now() < deadline && waiter.reply.send(Grant { bucket }).is_ok() {
+                        NodeCounters::add(&inner.counters.grants, 1);
+                        self.granted.insert(shard, (ask, sent));
+                    } else {
+                        self.redis(inner.link.unused(shard, waiter.request).await);
+                    }
+                }
+                crate::link::Verdict::Wait(ms) => {
+                    // Another node's IDENTIFY may shorten the wait: look again soon.
+                    let wait = Duration::from_millis(ms.max(1)).min(POLL);
+                    next = next.min(Instant::now() + wait);
+                }
+                crate::link::Verdict::Budget(remaining) => {
+                    tracing::warn!(
+                        shard,
+                        remaining,
+                        "session start budget at its reserve; shard parked until it resets"
+                    );
+                    break;
+                }
+                crate::link::Verdict::Unknown => {
+                    self.budget_due = true;
+                    break;
+                }
+                crate::link::Verdict::NotOwner => {}
+            }
+        }
+        self.next_permits = next;
+    }
+
+    /// Starts a refresh of the shared budget from `/gateway/bot` when it is unknown,
+    /// past its reset or a minute old; one node at a time holds the refresh lease.
+    fn refresh_budget(&mut self, view: &crate::link::View) {
+        let due = self.budget_due
+            || view
+                .budget_field("fetched_at")
+                .is_none_or(|at| view.redis_now_ms.saturating_sub(at) >= REFRESH_EVERY_MS)
+            || view
+                .budget_field("reset_at")
+                .is_none_or(|at| view.redis_now_ms >= at);
+        let mut refreshing = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !due || *refreshing {
+            return;
+        }
+        *refreshing = true;
+        self.budget_due = false;
+        let flag = Arc::clone(&self.refreshing);
+        let inner = Arc::clone(&self.inner);
+        let rest = self.rest.clone();
+        tokio::spawn(async move {
+            crate::settings::refresh_budget(&inner, &rest).await;
+            *flag
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+        });
+    }
+}
+
+/// Sets what the supervisor runs, if it changed.
+fn publish(inner: &Inner, running: ShardSet) {
+    inner.assigned.send_if_modified(|set| {
+        let changed = *set != running;
+        *set = running;
+        changed
+    });
+}
+
+/// Stops every shard once the last renewal no longer covers them, whatever the
+/// control loop is waiting for.
+async fn watchdog(inner: Arc<Inner>) {
+    loop {
+        let until = *inner.valid_until();
+        match until {
+            Some(until) if Instant::now() >= until => {
+                inner.fence("the lease could not be renewed in time");
+            }
+            Some(until) => tokio::time::sleep_until(until.into()).await,
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Time between two grants of one bucket: the window, the time a grant stays valid
+/// (its IDENTIFY may go out at the end of it) and the margin.
+pub(crate) fn spacing(config: &NodeConfig) -> Duration {
+    config.identify_window + GRANT_VALIDITY + config.identify_margin
+}
+
+/// Session starts kept back.
+fn reserve(config: &NodeConfig, inner: &Inner) -> u32 {
+    config.reserve.unwrap_or_else(|| {
+        let total = inner
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |s| s.total);
+        (total / 20).max(10)
+    })
+}
+
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
