@@ -150,6 +150,7 @@ impl ClusterBuilder {
             session_max_age: config.session_max_age,
         };
         let session = Arc::new(session_config(&config, &bot.url));
+        let fence = setup.placement.fence();
         let supervisor = Supervisor::start(setup, |supervisor| Shared {
             total: plan.total,
             session,
@@ -158,6 +159,7 @@ impl ClusterBuilder {
             sinks: sinks.clone(),
             ledger: Arc::clone(&ledger),
             metrics: Arc::clone(&metrics),
+            fence,
             supervisor,
         });
         let health = health_cell();

@@ -75,7 +75,7 @@ pub use members::{MembersError, MembersResult};
 pub use metrics::Metrics;
 pub use permit::{Grant, LocalPermits, PermitSource};
 pub use persist::StoreHealth;
-pub use placement::{Placement, ShardSet, StaticPlacement};
+pub use placement::{Fence, Placement, ShardSet, StaticPlacement};
 pub use shardkeeper_session::{QuarantinePolicy, StateKind};
 pub use sink::{ChannelSink, Delivery, EventSink, LineSink, Sinks, sink_path};
 pub use snapshot::{BucketView, IdentifyStatus, ShardSnapshot};

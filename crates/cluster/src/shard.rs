@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::members::{MemberRequests, MembersResult};
 use crate::metrics::Metrics;
 use crate::permit::{PermitReport, PermitSource};
+use crate::placement::{Fence, Ticket};
 use crate::sink::Sinks;
 use crate::snapshot::ShardSnapshot;
 use crate::status::StatusCell;
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) sinks: Sinks,
     pub(crate) ledger: Arc<SessionLedger>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Revoked when this process may no longer act for its shards (cluster mode).
+    pub(crate) fence: Fence,
     pub(crate) supervisor: Recipient<ShardGone>,
 }
 
@@ -117,6 +120,10 @@ pub(crate) struct Shard {
     closing: Vec<JoinHandle<()>>,
     /// Stopped on purpose: dropping it is not a crash.
     retired: bool,
+    /// This actor's hold on the placement's fence.
+    ticket: Ticket,
+    /// The fence was found revoked: the actor does nothing more until retired.
+    fenced: bool,
     /// Session counters already added to the metrics.
     published: SessionStats,
     /// Events a full sink has not taken yet, and the store writes that wait for them.
@@ -134,7 +141,10 @@ impl Shard {
             // invariant: the supervisor starts only ids below the shard count (≥ 1)
             .unwrap_or_else(|| unreachable!("shard {} of {}", run.id, shared.total));
         let session = ShardSession::new(shard_id, Arc::clone(&shared.session), run.resume, seed);
+        let ticket = shared.fence.ticket();
         Self {
+            ticket,
+            fenced: false,
             shared,
             id: run.id,
             generation: run.generation,
@@ -159,8 +169,34 @@ impl Shard {
 
     /// Performs the session's actions, publishes the snapshot and re-arms the timer.
     fn after_input(&mut self, ctx: &mut Context<Self>) {
+        if self.fenced_out(ctx, clock::now()) {
+            return;
+        }
         self.perform_actions(ctx);
         self.settle(ctx);
+    }
+
+    /// Whether the fence is revoked (for good, for this actor): then nothing the
+    /// session asks for is done — no frame written, no event delivered, no session
+    /// stored — and the socket closes with 4000, so the session stays resumable by
+    /// whichever node owns the shard now.
+    fn fenced_out(&mut self, ctx: &mut Context<Self>, now: Instant) -> bool {
+        if !self.fenced && self.ticket.holds(now) {
+            return false;
+        }
+        while self.session.poll_action().is_some() {}
+        if !self.fenced {
+            self.fenced = true;
+            tracing::warn!(shard = self.id, "fenced: closing the connection and waiting to be retired");
+            if let Some((_, handle)) = self.timer.take() {
+                ctx.cancel_future(handle);
+            }
+            if let Some(handle) = self.permit.take() {
+                ctx.cancel_future(handle);
+            }
+            self.close(ctx, Some(4000));
+        }
+        true
     }
 
     fn perform_actions(&mut self, ctx: &mut Context<Self>) {

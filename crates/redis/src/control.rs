@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shardkeeper_cluster::{Grant, RestClient, ShardSet};
+use shardkeeper_cluster::{Fence, Grant, RestClient, ShardSet};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::assign::Assignment;
@@ -105,6 +105,7 @@ impl Control {
             held: Mutex::default(),
             status: Mutex::default(),
             valid_until: Mutex::default(),
+            fence: Fence::expired(Instant::now()),
             counters: NodeCounters::default(),
         });
         let tick = (inner.config.lease / 3).min(MAX_TICK);
@@ -273,7 +274,9 @@ impl Control {
                 let mut current = inner.held();
                 let mut until = inner.valid_until();
                 // A renewal is only worth what it covers from before it was sent.
-                *until = Some(sent + inner.config.lease.mul_f64(0.9));
+                let covered = sent + inner.config.lease.mul_f64(0.9);
+                *until = Some(covered);
+                inner.fence.extend(covered);
                 for (&(shard, epoch), kept) in held.iter().zip(kept) {
                     if !kept && current.get(&shard) == Some(&epoch) {
                         tracing::warn!(node = %inner.identity.id, shard, "shard is owned by another node now; stopping it");

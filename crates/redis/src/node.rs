@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shardkeeper_cluster::{IdentifyStatus, RestClient, ShardSet};
+use shardkeeper_cluster::{Fence, IdentifyStatus, RestClient, ShardSet};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{Command, Control};
@@ -109,6 +109,9 @@ pub(crate) struct Inner {
     pub(crate) status: Mutex<Option<IdentifyStatus>>,
     /// Until when the last renewal keeps this node's leases (monotonic).
     pub(crate) valid_until: Mutex<Option<Instant>>,
+    /// What the shards check before they act: extended by every renewal, revoked when
+    /// one comes too late.
+    pub(crate) fence: Fence,
     pub(crate) counters: NodeCounters,
 }
 
@@ -129,6 +132,7 @@ impl Inner {
     pub(crate) fn fence(&self, why: &str) {
         let mut held = self.held();
         *self.valid_until() = None;
+        self.fence.revoke();
         if held.is_empty() {
             return;
         }

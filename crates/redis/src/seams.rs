@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardkeeper_cluster::{
-    Change, Grant, IdentifyStatus, PermitSource, Placement, SessionBatch, SessionStore, ShardSet,
+    Change, Fence, Grant, IdentifyStatus, PermitSource, Placement, SessionBatch, SessionStore, ShardSet,
     StoreError, StoredSession,
 };
 use shardkeeper_session::ScheduleSnapshot;
@@ -57,6 +57,10 @@ impl Placement for Seams {
 
     fn released(&self, shard: u32) {
         self.send(Command::Released(shard));
+    }
+
+    fn fence(&self) -> Fence {
+        self.0.fence.clone()
     }
 }
 

@@ -56,6 +56,8 @@ pub(crate) struct Conn {
     last_heartbeat: Instant,
     window: SendWindow,
     auth: Option<Authed>,
+    /// A newer connection took this one's shard or session (reported once).
+    superseded: bool,
     /// The sequence a refused RESUME on this connection claimed: heartbeats the client
     /// sent before it read the op 9 carry it.
     refused_resume_seq: u64,
@@ -88,6 +90,7 @@ impl Conn {
             last_heartbeat: now,
             window: SendWindow::default(),
             auth: None,
+            superseded: false,
             refused_resume_seq: 0,
             zombie: false,
             closed: false,
@@ -154,6 +157,7 @@ impl Conn {
         if self.closed {
             return Vec::new();
         }
+        self.check_superseded();
         if let Err(reject) = rules::check_size(bytes.len()).and_then(|()| self.window.record(now)) {
             return self.reject(reject);
         }
@@ -285,7 +289,27 @@ impl Conn {
         out
     }
 
+    /// A payload from a connection whose shard or session a newer connection took means
+    /// two processes ran the shard at once.
+    fn check_superseded(&mut self) {
+        let Some(auth) = &self.auth else {
+            return;
+        };
+        if self.superseded {
+            return;
+        }
+        if let Some(kind) = self.world.superseded(auth.shard, self.id, &auth.session) {
+            self.superseded = true;
+            self.world.violation(
+                kind,
+                Some(auth.shard),
+                format!("connection {} still talking after a newer one took over", self.id),
+            );
+        }
+    }
+
     fn authenticated(&mut self, now: Instant, session: SharedSession, shard: u32, total: u32) {
+        self.world.serve(shard, self.id);
         self.auth = Some(Authed {
             session,
             shard,

@@ -52,6 +52,12 @@ pub enum ViolationKind {
     InvalidPayload,
     /// op 4 or op 8 for a guild that another shard owns.
     GuildNotOnShard,
+    /// A payload on a connection of a shard after a newer connection of that shard
+    /// identified: two processes were running the shard at once.
+    TwoLiveConnections,
+    /// A payload on a connection after its session was resumed on another connection:
+    /// the session was fought over.
+    SessionFoughtOver,
 }
 
 /// One broken rule.

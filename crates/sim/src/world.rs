@@ -54,6 +54,8 @@ struct Inner {
     reset_at: Instant,
     member_cooldowns: HashMap<u64, Instant>,
     shards: BTreeMap<u32, ShardStats>,
+    /// The newest connection that authenticated each shard.
+    serving: HashMap<u32, u64>,
     violations: Vec<Violation>,
     identifies: u64,
     resumes_ok: u64,
@@ -103,6 +105,7 @@ impl World {
             reset_at: now + config.session_start_reset,
             member_cooldowns: HashMap::new(),
             shards: BTreeMap::new(),
+            serving: HashMap::new(),
             violations: Vec::new(),
             identifies: 0,
             resumes_ok: 0,
@@ -321,6 +324,30 @@ impl World {
             session: Arc::clone(session),
             replay,
         }
+    }
+
+    /// Connection `conn` authenticated `shard`: it serves the shard from now on.
+    pub(crate) fn serve(&self, shard: u32, conn: u64) {
+        lock(&self.inner).serving.insert(shard, conn);
+    }
+
+    /// Why connection `conn` of `shard`, holding `session`, may no longer talk: a newer
+    /// connection resumed its session, or identified the shard anew.
+    pub(crate) fn superseded(
+        &self,
+        shard: u32,
+        conn: u64,
+        session: &SharedSession,
+    ) -> Option<ViolationKind> {
+        let record = lock(session);
+        if record.owner.is_some_and(|owner| owner != conn) {
+            return Some(ViolationKind::SessionFoughtOver);
+        }
+        drop(record);
+        let serving = lock(&self.inner).serving.get(&shard).copied();
+        serving
+            .is_some_and(|serving| serving != conn)
+            .then_some(ViolationKind::TwoLiveConnections)
     }
 
     /// The connection `conn` no longer serves `session`.

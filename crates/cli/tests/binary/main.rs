@@ -2,7 +2,9 @@
 //! and `kill -9`) against the simulator with real sled files.
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
+mod cluster;
 mod commands;
 mod crash;
+mod nodes;
 mod slow_reader;
 mod support;

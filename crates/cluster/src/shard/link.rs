@@ -99,6 +99,9 @@ impl Handler<Inbound> for Shard {
     fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) -> Self::Result {
         // The frames of a batch were read together: one clock reading serves them all.
         let now = clock::now();
+        if self.fenced_out(ctx, now) {
+            return Box::pin(actix::fut::ready(()));
+        }
         for item in inbound.items {
             // A frame can end the connection; the rest of the batch is then stale.
             if inbound.epoch == self.epoch {

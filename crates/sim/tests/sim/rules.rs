@@ -305,3 +305,38 @@ async fn requests_for_another_shards_guild_are_recorded() {
     assert_violation(&sim.stats(), ViolationKind::GuildNotOnShard);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_old_connection_talking_after_a_newer_one_took_over_is_recorded() {
+    let sim = sim(config()).await;
+    // Session taken over: shard 0 resumed on another connection while the first is open.
+    let mut first = Client::connect(&sim.gateway_url()).await;
+    let (ready, seq) = first.login(0, 4).await;
+    let session = ready["session_id"].as_str().expect("id").to_owned();
+    let resume_url = ready["resume_gateway_url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let mut second = Client::connect(&resume_url).await;
+    second.hello().await;
+    second.send(&resume(&session, seq)).await;
+    assert_eq!(second.until(0, Some("RESUMED")).await["t"], "RESUMED");
+    assert_no_violations(&sim.stats());
+    first.send(&json!({"op": 1, "d": seq})).await;
+    second.send(&json!({"op": 1, "d": seq})).await;
+    assert_eq!(second.payload().await["op"], 11, "the new connection goes on");
+    assert_violation(&sim.stats(), ViolationKind::SessionFoughtOver);
+
+    // Shard identified anew on another connection while the first still runs it.
+    let mut old = Client::connect(&sim.gateway_url()).await;
+    old.login(1, 4).await;
+    // Past the bucket's window: the second IDENTIFY is allowed as such.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut new = Client::connect(&sim.gateway_url()).await;
+    new.login(1, 4).await;
+    old.send(&json!({"op": 1, "d": null})).await;
+    new.send(&json!({"op": 1, "d": null})).await;
+    assert_eq!(new.payload().await["op"], 11);
+    assert_violation(&sim.stats(), ViolationKind::TwoLiveConnections);
+    sim.shutdown().await;
+}

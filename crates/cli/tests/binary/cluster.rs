@@ -1,0 +1,217 @@
+//! Cluster mode over real processes: nodes share one bot through a real `redis-server`
+//! the test starts on a free port, against the simulator on 127.0.0.1.
+
+use std::time::{Duration, Instant};
+
+use shardkeeper_sim::{Sim, SimConfig, SimHandle};
+
+use crate::nodes::{LEASE_MS, RedisServer, count_in_log, lost, node};
+use crate::support::{Running, SIM_TOKEN, ready_shards, wait_for};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn sim(runtime: &tokio::runtime::Runtime, shards: u32, max_concurrency: u32, rate: f64) -> SimHandle {
+    runtime
+        .block_on(Sim::start(SimConfig {
+            token: SIM_TOKEN.into(),
+            shards,
+            max_concurrency,
+            identify_window: Duration::from_millis(200),
+            events_per_sec: rate,
+            ..SimConfig::default()
+        }))
+        .expect("simulator starts")
+}
+
+fn assert_clean(sim: &SimHandle, nodes: &[&Running]) {
+    let stats = sim.stats();
+    assert!(stats.violations.is_empty(), "{:#?}", stats.violations);
+    assert_eq!(stats.client_close_codes.get(&1000), None, "never 1000");
+    assert_eq!(stats.client_close_codes.get(&1001), None, "never 1001");
+    for node in nodes {
+        let log = node.log();
+        assert!(!log.contains("panicked"), "{log}");
+        assert!(!log.contains(SIM_TOKEN), "the bot token in a log");
+    }
+}
+
+/// Three nodes start together: every shard identifies once, within the identify
+/// window of its bucket across all nodes, and each node runs a share.
+fn cold_start(max_concurrency: u32, shards: u32) {
+    let runtime = runtime();
+    let sim = sim(&runtime, shards, max_concurrency, 0.0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let nodes: Vec<Running> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node(&sim, &redis.url(), dir.path(), id, &[]))
+        .collect();
+    let patience = Duration::from_secs(10 + u64::from(shards.div_ceil(max_concurrency)));
+    wait_for("every shard ready", patience, || {
+        ready_shards(&sim.stats()) == shards as usize
+    });
+    // Handovers after the first node took everything may still be settling.
+    std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+    wait_for("every shard ready again", patience, || {
+        ready_shards(&sim.stats()) == shards as usize
+    });
+    let stats = sim.stats();
+    assert_eq!(stats.identifies, u64::from(shards), "one IDENTIFY per shard");
+    for node in &nodes {
+        assert!(
+            count_in_log(node, "shard claimed") > 0,
+            "a node ran nothing:\n{}",
+            node.log()
+        );
+    }
+    assert_clean(&sim, &nodes.iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn three_nodes_cold_start_at_max_concurrency_1() {
+    cold_start(1, 6);
+}
+
+#[test]
+fn three_nodes_cold_start_at_max_concurrency_16() {
+    cold_start(16, 32);
+}
+
+/// Waits until every shard is ready and returns how long that took.
+fn until_all_ready(sim: &SimHandle, shards: usize, since: Instant) -> Duration {
+    wait_for("every shard ready", Duration::from_secs(30), || {
+        ready_shards(&sim.stats()) == shards
+    });
+    since.elapsed()
+}
+
+#[test]
+fn kill_9_of_one_node_then_of_two_fails_over_by_resume_and_loses_nothing() {
+    let shards = 12;
+    let runtime = runtime();
+    let sim = sim(&runtime, shards, 4, 20.0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let mut a = node(&sim, &redis.url(), dir.path(), "a", &[]);
+    let mut b = node(&sim, &redis.url(), dir.path(), "b", &[]);
+    let c = node(&sim, &redis.url(), dir.path(), "c", &[]);
+    until_all_ready(&sim, shards as usize, Instant::now());
+    std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+    until_all_ready(&sim, shards as usize, Instant::now());
+    let identifies = sim.stats().identifies;
+
+    for (victim, survivors) in [(&mut a, 2), (&mut b, 1)] {
+        let resumes = sim.stats().resumes_ok;
+        let killed = Instant::now();
+        victim.signal("KILL");
+        victim.wait(Duration::from_secs(5));
+        // The dead node's connections end with it; its shards wait for the lease.
+        wait_for("the dead node's shards to drop", Duration::from_secs(5), || {
+            ready_shards(&sim.stats()) < shards as usize
+        });
+        let failover = until_all_ready(&sim, shards as usize, killed);
+        eprintln!(
+            "failover to {survivors} node(s): every shard ready {} ms after kill -9 (lease {LEASE_MS} ms), {} resumes",
+            failover.as_millis(),
+            sim.stats().resumes_ok - resumes
+        );
+        assert!(
+            failover < Duration::from_millis(LEASE_MS + 4000),
+            "failover took {failover:?}"
+        );
+        assert!(sim.stats().resumes_ok > resumes, "shards moved by RESUME");
+        assert_eq!(sim.stats().identifies, identifies, "no IDENTIFY on failover");
+    }
+    sim.set_events_per_sec(0.0);
+    wait_for("every event in some node's file", Duration::from_secs(10), || {
+        lost(&sim, dir.path()).is_empty()
+    });
+    assert_eq!(count_in_log(&c, "panicked"), 0);
+    assert_clean(&sim, &[&a, &b, &c]);
+}
+
+#[test]
+fn a_rolling_deploy_hands_every_shard_over_by_resume() {
+    let shards = 8;
+    let runtime = runtime();
+    let sim = sim(&runtime, shards, 4, 20.0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let mut nodes: Vec<Running> = ["a", "b"]
+        .iter()
+        .map(|id| node(&sim, &redis.url(), dir.path(), id, &[]))
+        .collect();
+    until_all_ready(&sim, shards as usize, Instant::now());
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    until_all_ready(&sim, shards as usize, Instant::now());
+    let identifies = sim.stats().identifies;
+    let mut stopped = Vec::new();
+    // Each old node is replaced: a new one joins (and takes its share by RESUME), then
+    // the old one is sent SIGTERM (and hands the rest over).
+    for (generation, new_id) in ["c", "d"].iter().enumerate() {
+        let resumes = sim.stats().resumes_ok;
+        nodes.push(node(&sim, &redis.url(), dir.path(), new_id, &[]));
+        wait_for("the new node to take shards", Duration::from_secs(15), || {
+            count_in_log(nodes.last().expect("new"), "shard claimed") > 0
+        });
+        let mut old = nodes.remove(0);
+        old.signal("TERM");
+        assert_eq!(
+            old.wait(Duration::from_secs(20)).code(),
+            Some(0),
+            "{}",
+            old.log()
+        );
+        until_all_ready(&sim, shards as usize, Instant::now());
+        assert!(
+            sim.stats().resumes_ok > resumes,
+            "round {generation}: shards moved by RESUME"
+        );
+        stopped.push(old);
+    }
+    assert_eq!(sim.stats().identifies, identifies, "no IDENTIFY in a rolling deploy");
+    sim.set_events_per_sec(0.0);
+    wait_for("every event in some node's file", Duration::from_secs(10), || {
+        lost(&sim, dir.path()).is_empty()
+    });
+    let all: Vec<&Running> = stopped.iter().chain(nodes.iter()).collect();
+    assert_clean(&sim, &all);
+}
+
+#[test]
+fn conflicts_with_the_cluster_exit_2_naming_the_key() {
+    let runtime = runtime();
+    let sim = sim(&runtime, 4, 4, 0.0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let first = node(&sim, &redis.url(), dir.path(), "a", &[]);
+    wait_for("the first node runs", Duration::from_secs(15), || {
+        ready_shards(&sim.stats()) == 4
+    });
+    let cases: [(&str, &[(&str, &str)], &str); 2] = [
+        ("a", &[], "cluster.node_id"),
+        ("b", &[("SHARDKEEPER_SHARDS__TOTAL", "8")], "shards.total"),
+    ];
+    for (id, extra, key) in cases {
+        let mut other = node(&sim, &redis.url(), dir.path(), id, extra);
+        let status = other.wait(Duration::from_millis(LEASE_MS + 10_000));
+        assert_eq!(status.code(), Some(2), "{}", other.log());
+        assert!(other.log().contains(key), "{}", other.log());
+    }
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let mut evicting = node(&sim, &redis.url(), dir.path(), "c", &[]);
+    assert_eq!(
+        evicting.wait(Duration::from_secs(10)).code(),
+        Some(2),
+        "{}",
+        evicting.log()
+    );
+    assert!(evicting.log().contains("noeviction"), "{}", evicting.log());
+    assert_clean(&sim, &[&first]);
+}
