@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use shardkeeper_cluster::{AuditEntry, ClusterError, ShardAction};
 use shardkeeper_protocol::Snowflake;
 use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers, VoiceStateUpdate};
 use utoipa::ToSchema;
@@ -9,7 +10,7 @@ use utoipa::ToSchema;
 use crate::ApiError;
 use crate::auth::Authorized;
 use crate::state::AdminState;
-use crate::wire::{IdentifyWire, ShardView};
+use crate::wire::{IdentifyWire, NodeWire, ShardView};
 
 /// `{"error": "..."}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -93,22 +94,22 @@ fn accepted(shards: Vec<u32>) -> HttpResponse {
     HttpResponse::Accepted().json(Accepted { shards })
 }
 
-/// Every owned shard.
+/// Every shard: this process's, and in cluster mode every other node's with `node`.
 #[utoipa::path(get, path = "/api/v1/shards",
-    responses((status = 200, body = ShardList), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = ShardList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn list_shards(
     _: Authorized,
     state: web::Data<AdminState>,
-) -> web::Json<ShardList> {
-    web::Json(ShardList {
-        shards: state
-            .cluster
-            .shards()
+) -> Result<web::Json<ShardList>, ApiError> {
+    let clustered = state.cluster.peers().is_some();
+    let shards = state.cluster.placed_shards().await?;
+    Ok(web::Json(ShardList {
+        shards: shards
             .into_iter()
-            .map(ShardView::from)
+            .map(|shard| ShardView::placed(shard, clustered))
             .collect(),
-    })
+    }))
 }
 
 /// One shard.
@@ -122,11 +123,69 @@ pub(crate) async fn get_shard(
     state: web::Data<AdminState>,
 ) -> Result<web::Json<ShardView>, ApiError> {
     let id = parse_shard(&id)?;
+    let clustered = state.cluster.peers().is_some();
     state
         .cluster
-        .shard(id)
-        .map(|shard| web::Json(shard.into()))
+        .placed_shards()
+        .await?
+        .into_iter()
+        .find(|shard| shard.snapshot.id == id)
+        .map(|shard| web::Json(ShardView::placed(shard, clustered)))
         .ok_or_else(|| ApiError::NotFound(format!("shard {id} is not run by this process")))
+}
+
+/// Every node of the cluster (cluster mode).
+#[utoipa::path(get, path = "/api/v1/nodes",
+    responses((status = 200, body = NodeList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list_nodes(
+    _: Authorized,
+    state: web::Data<AdminState>,
+) -> Result<web::Json<NodeList>, ApiError> {
+    let Some(peers) = state.cluster.peers() else {
+        return Err(ApiError::NotFound(
+            "not in cluster mode: this process runs alone".into(),
+        ));
+    };
+    let nodes = peers.nodes().await?;
+    Ok(web::Json(NodeList {
+        nodes: nodes.into_iter().map(NodeWire::from).collect(),
+    }))
+}
+
+/// `GET /api/v1/nodes`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct NodeList {
+    nodes: Vec<NodeWire>,
+}
+
+/// Carries out an operator action on one shard, wherever it runs, and records it in
+/// the cluster's audit log.
+async fn act(
+    state: &AdminState,
+    route: &str,
+    id: u32,
+    action: ShardAction,
+) -> Result<HttpResponse, ApiError> {
+    let result = state.cluster.act(id, action).await;
+    audit(state, route, &id.to_string(), &result);
+    result?;
+    Ok(accepted(vec![id]))
+}
+
+/// Records a mutating call in the cluster's audit log (cluster mode).
+fn audit<T>(state: &AdminState, action: &str, target: &str, result: &Result<T, ClusterError>) {
+    if let Some(peers) = state.cluster.peers() {
+        peers.audit(AuditEntry {
+            actor: "admin".into(),
+            action: action.into(),
+            target: target.into(),
+            result: match result {
+                Ok(_) => "ok".into(),
+                Err(err) => err.to_string(),
+            },
+        });
+    }
 }
 
 /// Reconnects a shard now: RESUME, or with `fresh=true` a new session.
@@ -141,17 +200,11 @@ pub(crate) async fn restart_shard(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_shard(&id)?;
-    if state.cluster.shard(id).is_none() {
-        return Err(ApiError::NotFound(format!(
-            "shard {id} is not run by this process"
-        )));
-    }
-    if query.fresh {
-        state.cluster.fresh_restart(&[id], query.force).await?;
-    } else {
-        state.cluster.restart(id, false).await?;
-    }
-    Ok(accepted(vec![id]))
+    let action = ShardAction::Restart {
+        fresh: query.fresh,
+        force: query.force,
+    };
+    act(&state, "POST /api/v1/shards/{id}/restart", id, action).await
 }
 
 /// Closes a shard with 4000 (the session stays resumable) and keeps it stopped.
@@ -165,8 +218,13 @@ pub(crate) async fn stop_shard(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_shard(&id)?;
-    state.cluster.stop(id).await?;
-    Ok(accepted(vec![id]))
+    act(
+        &state,
+        "POST /api/v1/shards/{id}/stop",
+        id,
+        ShardAction::Stop,
+    )
+    .await
 }
 
 /// Starts a stopped, quarantined or failed shard.
@@ -180,8 +238,13 @@ pub(crate) async fn start_shard(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_shard(&id)?;
-    state.cluster.start(id).await?;
-    Ok(accepted(vec![id]))
+    act(
+        &state,
+        "POST /api/v1/shards/{id}/start",
+        id,
+        ShardAction::Start,
+    )
+    .await
 }
 
 /// Rolling restart of every shard, one after another, each resuming before the next.
@@ -197,8 +260,16 @@ pub(crate) async fn restart_all(
     let ids = state.cluster.ids();
     let cluster = state.cluster.clone();
     if query.fresh {
-        cluster.fresh_restart(&ids, query.force).await?;
+        let result = cluster.fresh_restart(&ids, query.force).await;
+        audit(
+            &state,
+            "POST /api/v1/shards/restart?fresh=true",
+            "all",
+            &result,
+        );
+        result?;
     } else {
+        audit::<()>(&state, "POST /api/v1/shards/restart", "all", &Ok(()));
         actix_web::rt::spawn(async move {
             if let Err(err) = cluster.rolling_restart().await {
                 tracing::error!(%err, "rolling restart stopped");
@@ -224,10 +295,12 @@ pub(crate) async fn presence(
         Some(id) => vec![id],
         None => state.cluster.ids(),
     };
-    state
-        .cluster
-        .presence(query.shard, body.into_inner())
-        .await?;
+    let result = state.cluster.presence(query.shard, body.into_inner()).await;
+    let target = query
+        .shard
+        .map_or_else(|| "all".to_owned(), |id| id.to_string());
+    audit(&state, "POST /api/v1/presence", &target, &result);
+    result?;
     Ok(accepted(shards))
 }
 
@@ -241,8 +314,10 @@ pub(crate) async fn voice_state(
     body: web::Json<VoiceStateUpdate>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
-    let shard = state.cluster.voice_state(body.into_inner()).await?;
-    Ok(accepted(vec![shard]))
+    let guild = body.guild_id.to_string();
+    let result = state.cluster.voice_state(body.into_inner()).await;
+    audit(&state, "POST /api/v1/voice-state", &guild, &result);
+    Ok(accepted(vec![result?]))
 }
 
 /// Sends op 8 on the shard that owns the guild and returns every chunk.

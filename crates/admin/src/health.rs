@@ -18,6 +18,9 @@ pub(crate) struct Readiness {
     not_ready: Vec<NotReady>,
     /// `healthy`, or why sessions do not reach the store.
     store: String,
+    /// Cluster mode only: whether Redis answered lately (`reachable`/`unreachable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,11 +52,13 @@ pub(crate) async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
         StoreHealth::Healthy => "healthy".to_owned(),
         StoreHealth::Degraded(err) => format!("degraded: {err}"),
     };
-    let ready = not_ready.is_empty();
+    let reachable = state.cluster.peers().map(|peers| peers.reachable());
+    let ready = not_ready.is_empty() && reachable != Some(false);
     let body = Readiness {
         ready,
         not_ready,
         store,
+        cluster: reachable.map(|ok| if ok { "reachable" } else { "unreachable" }.to_owned()),
     };
     if ready {
         HttpResponse::Ok().json(body)
@@ -70,5 +75,15 @@ pub(crate) async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         .set(i64::try_from(state.hub.subscriber_count()).unwrap_or(i64::MAX));
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.cluster.render_metrics())
+        .body(render(&state))
+}
+
+/// The cluster's metrics, then in cluster mode the node's own, before the end marker.
+fn render(state: &AdminState) -> String {
+    let text = state.cluster.render_metrics();
+    let Some(peers) = state.cluster.peers() else {
+        return text;
+    };
+    let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
+    format!("{body}{}# EOF\n", peers.render_metrics())
 }

@@ -164,6 +164,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/voice-state", web::post().to(api::voice_state))
                 .route("/guilds/{guild_id}/members", web::post().to(api::members))
                 .route("/identify", web::get().to(api::identify))
+                .route("/nodes", web::get().to(api::list_nodes))
                 .route("/events", web::get().to(events::events))
                 .route("/openapi.json", web::get().to(openapi::openapi_json)),
         );

@@ -23,6 +23,7 @@ use crate::{api, events, health};
         api::voice_state,
         api::members,
         api::identify,
+        api::list_nodes,
         events::events,
         openapi_json,
     ),

@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 
 use serde::{Serialize, Serializer};
-use shardkeeper_cluster::{BucketView, IdentifyStatus, ShardSnapshot, StateKind};
+use shardkeeper_cluster::{
+    BucketView, IdentifyStatus, PeerNode, PlacedShard, ShardSnapshot, StateKind,
+};
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -67,6 +69,78 @@ pub(crate) struct ShardView {
     failed_code: Option<u16>,
     /// Times the supervisor restarted the shard's actor after a crash.
     restarts: u64,
+    /// Cluster mode only: the id of the node that runs the shard (`null`: none now).
+    #[serde(skip_serializing_if = "Owner::is_alone")]
+    #[schema(value_type = Option<String>)]
+    node: Owner,
+}
+
+/// Who runs a shard, as far as the wire says: nothing in single mode, the node (or
+/// `null`) in cluster mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    Alone,
+    Node(Option<String>),
+}
+
+impl Owner {
+    fn is_alone(&self) -> bool {
+        *self == Self::Alone
+    }
+}
+
+impl Serialize for Owner {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Alone | Self::Node(None) => serializer.serialize_none(),
+            Self::Node(Some(id)) => serializer.serialize_str(id),
+        }
+    }
+}
+
+impl ShardView {
+    /// A shard of the cluster with its node (cluster mode shows `node`, single mode not).
+    pub(crate) fn placed(shard: PlacedShard, clustered: bool) -> Self {
+        Self {
+            node: if clustered {
+                Owner::Node(shard.node)
+            } else {
+                Owner::Alone
+            },
+            ..Self::from(shard.snapshot)
+        }
+    }
+}
+
+/// One node of the cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct NodeWire {
+    /// Node id.
+    id: String,
+    /// Its admin API.
+    admin_url: String,
+    /// Shards it owns.
+    shards: u32,
+    /// Most shards it runs (0 = no limit).
+    capacity: u32,
+    /// Milliseconds since its last heartbeat.
+    last_seen_ms: u64,
+    /// Whether it is the node that answered.
+    #[serde(rename = "self")]
+    is_self: bool,
+}
+
+impl From<PeerNode> for NodeWire {
+    fn from(n: PeerNode) -> Self {
+        Self {
+            id: n.id,
+            admin_url: n.admin_url,
+            shards: n.shards,
+            capacity: n.capacity,
+            last_seen_ms: n.last_seen_ms,
+            is_self: n.is_self,
+        }
+    }
 }
 
 impl From<ShardSnapshot> for ShardView {
@@ -86,6 +160,7 @@ impl From<ShardSnapshot> for ShardView {
             zombies: s.zombies,
             failed_code: s.failed_code,
             restarts: s.restarts,
+            node: Owner::Alone,
         }
     }
 }

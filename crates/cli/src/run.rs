@@ -59,12 +59,16 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             let builder = Cluster::builder(cluster_config)
                 .placement(node.placement())
                 .permits(node.permits())
-                .store(node.store());
+                .store(node.store())
+                .peers(node.peers());
             (builder, Some(node))
         }
     };
     let (builder, hub) = with_sinks(builder, &config)?;
     let cluster = builder.start().await.context("starting the cluster")?;
+    if let Some(node) = &node {
+        node.serve(cluster.clone());
+    }
     let admin = shardkeeper_admin::start(
         AdminConfig {
             bind: config.admin_bind,

@@ -13,8 +13,10 @@ use shardkeeper_session::{IdentifySchedule, ScheduleConfig, SessionConfig};
 use crate::clock;
 use crate::config::{Auto, ClusterConfig, ShardIds};
 use crate::directory::Directory;
-use crate::handle::{ClusterError, ClusterHandle, Parts};
+use crate::error::ClusterError;
+use crate::handle::{ClusterHandle, Parts};
 use crate::metrics::Metrics;
+use crate::peers::Peers;
 use crate::permit::{LocalPermits, PermitSource};
 use crate::persist::{Persister, health_cell};
 use crate::placement::{Placement, StaticPlacement};
@@ -39,6 +41,7 @@ impl Cluster {
             sinks: Sinks::default(),
             placement: None,
             permits: None,
+            peers: None,
         }
     }
 }
@@ -50,6 +53,7 @@ pub struct ClusterBuilder {
     sinks: Sinks,
     placement: Option<Arc<dyn Placement>>,
     permits: Option<Arc<dyn PermitSource>>,
+    peers: Option<Arc<dyn Peers>>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -84,6 +88,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// The other nodes of the cluster (cluster mode): the handle then answers for every
+    /// shard of the bot and carries commands to their owners.
+    #[must_use]
+    pub fn peers(mut self, peers: Arc<dyn Peers>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
     /// Adds a destination for events.
     #[must_use]
     pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
@@ -100,6 +112,7 @@ impl ClusterBuilder {
             sinks,
             placement,
             permits,
+            peers,
         } = self;
         let store = store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let tls = tls::client_config(config.ca_file.as_deref())?;
@@ -180,6 +193,7 @@ impl ClusterBuilder {
             total: plan.total,
             arbiters,
             metrics,
+            peers,
         }))
     }
 }

@@ -7,79 +7,25 @@ use std::time::Duration;
 use actix::prelude::*;
 use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers, VoiceStateUpdate};
 use shardkeeper_protocol::shard_for_guild;
-use shardkeeper_session::{ClientPayload, Command, CommandError, StateKind};
+use shardkeeper_session::{ClientPayload, Command, StateKind};
 use tokio::sync::oneshot;
 
 use crate::clock;
 use crate::directory::Directory;
+use crate::error::ClusterError;
 use crate::members::{MembersError, MembersResult};
 use crate::metrics::Metrics;
+use crate::peers::{Peers, PlacedShard, ShardAction};
 use crate::permit::PermitSource;
 use crate::persist::{HealthCell, Persister, StoreHealth};
 use crate::shard::{RequestMembers, Shard, ShardCommand};
 use crate::snapshot::{IdentifyStatus, ShardSnapshot};
-use crate::store::StoreError;
 use crate::supervisor::{StandDown, Supervisor};
-use crate::transport::rest::RestError;
-use crate::transport::tls::TlsError;
 
 /// How long a member request waits for its last chunk.
 const MEMBERS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a rolling restart waits for one shard to be Ready again.
 const ROLLING_STEP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Why a cluster operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// Invalid configuration.
-    #[error("invalid cluster configuration: {0}")]
-    Config(String),
-    /// TLS could not be set up.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// `/gateway/bot` failed.
-    #[error(transparent)]
-    Rest(#[from] RestError),
-    /// The session store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// This process does not run that shard.
-    #[error("shard {0} is not run by this process")]
-    NotOwned(u32),
-    /// The shard refused the command.
-    #[error("shard {shard}: {source}")]
-    Command {
-        /// Shard id.
-        shard: u32,
-        /// Why.
-        source: CommandError,
-    },
-    /// The shard's actor stopped before it answered (it crashed and is being rebuilt,
-    /// or it is being handed over); try again.
-    #[error("shard {0} is restarting; try again")]
-    Unavailable(u32),
-    /// A member request failed.
-    #[error(transparent)]
-    Members(#[from] MembersError),
-    /// A member request got no complete answer in time.
-    #[error("no complete member list within {0:?}")]
-    Timeout(Duration),
-    /// A fresh restart would spend more session starts than the budget has left.
-    #[error(
-        "a fresh restart of {cost} shard(s) needs {cost} session starts, {remaining} remain (resets in {} s)",
-        reset_in_ms / 1000
-    )]
-    Budget {
-        /// Session starts the restart needs.
-        cost: u32,
-        /// Session starts left.
-        remaining: u32,
-        /// Session starts per budget period.
-        total: u32,
-        /// Milliseconds until the budget resets.
-        reset_in_ms: u64,
-    },
-}
 
 /// What `Cluster::start` hands over to the handle.
 pub(crate) struct Parts {
@@ -91,6 +37,7 @@ pub(crate) struct Parts {
     pub(crate) total: u32,
     pub(crate) arbiters: Vec<Arbiter>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) peers: Option<Arc<dyn Peers>>,
 }
 
 struct Inner {
@@ -99,6 +46,7 @@ struct Inner {
     supervisor: Addr<Supervisor>,
     health: HealthCell,
     metrics: Arc<Metrics>,
+    peers: Option<Arc<dyn Peers>>,
     total: NonZeroU32,
     /// Taken by `shutdown`.
     running: Mutex<Option<(Persister, Vec<Arbiter>)>>,
@@ -127,10 +75,17 @@ impl ClusterHandle {
                 supervisor: parts.supervisor,
                 health: parts.health,
                 metrics: parts.metrics,
+                peers: parts.peers,
                 total: NonZeroU32::new(parts.total).unwrap_or(NonZeroU32::MIN),
                 running: Mutex::new(Some((parts.persister, parts.arbiters))),
             }),
         }
+    }
+
+    /// The other nodes of the cluster (cluster mode), if any.
+    #[must_use]
+    pub fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.inner.peers.as_ref()
     }
 
     /// Whether sessions reach the store.
@@ -369,5 +324,71 @@ impl ClusterHandle {
         }
         tracing::info!("cluster stopped");
         Ok(())
+    }
+}
+
+impl ClusterHandle {
+    /// Every shard of the bot with its node: this process's shards as they are now,
+    /// the others as their owners last published them. Alone, only this process's.
+    pub async fn placed_shards(&self) -> Result<Vec<PlacedShard>, ClusterError> {
+        let local = self.shards();
+        let Some(peers) = self.peers() else {
+            return Ok(local
+                .into_iter()
+                .map(|snapshot| PlacedShard {
+                    snapshot,
+                    node: None,
+                })
+                .collect());
+        };
+        let me = peers.node_id();
+        let mut all = peers.shards().await?;
+        for snapshot in local {
+            let id = snapshot.id;
+            let placed = PlacedShard {
+                snapshot,
+                node: Some(me.clone()),
+            };
+            match all.iter_mut().find(|p| p.snapshot.id == id) {
+                Some(slot) => *slot = placed,
+                None => all.push(placed),
+            }
+        }
+        all.sort_by_key(|p| p.snapshot.id);
+        Ok(all)
+    }
+
+    /// Carries out `action` on `shard` here if this process runs it, else on the node
+    /// that owns it.
+    pub async fn act(&self, shard: u32, action: ShardAction) -> Result<(), ClusterError> {
+        if self.shard(shard).is_some() {
+            return self.act_here(shard, action).await;
+        }
+        let Some(peers) = self.peers().filter(|_| shard < self.total()) else {
+            return Err(ClusterError::NotOwned(shard));
+        };
+        // The budget is shared: it is checked here, before the command travels.
+        if action
+            == (ShardAction::Restart {
+                fresh: true,
+                force: false,
+            })
+        {
+            self.check_budget(1)?;
+        }
+        peers.forward(shard, action).await
+    }
+
+    /// Carries out `action` on a shard this process runs (a peer's forwarded command
+    /// lands here).
+    pub async fn act_here(&self, shard: u32, action: ShardAction) -> Result<(), ClusterError> {
+        match action {
+            ShardAction::Restart { fresh: true, force } => {
+                self.fresh_restart(&[shard], force).await
+            }
+            ShardAction::Restart { fresh: false, .. } => self.restart(shard, false).await,
+            ShardAction::Stop => self.stop(shard).await,
+            ShardAction::Start => self.start(shard).await,
+        }
     }
 }

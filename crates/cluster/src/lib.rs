@@ -43,6 +43,8 @@
 //!   the one flush path, [`SessionLedger`])
 //! - `transport.rs` (+ `net`, `tls`, `rest`, `upgrade`, `socket`): everything that
 //!   touches the network
+//! - `peers.rs`: [`Peers`], the other nodes of a cluster (cluster mode), and the
+//!   handle's cluster-wide view and commands
 //! - `sink.rs`, `event.rs`: [`EventSink`], [`Event`]; `members.rs`: member chunks by nonce
 //! - `metrics.rs`, `persist.rs` (the flush thread), `trim.rs`, `clock.rs` (the one place
 //!   time is read)
@@ -51,10 +53,12 @@ mod clock;
 mod cluster;
 mod config;
 mod directory;
+mod error;
 mod event;
 mod handle;
 mod members;
 mod metrics;
+mod peers;
 mod permit;
 mod persist;
 mod placement;
@@ -69,10 +73,12 @@ mod trim;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use config::{Auto, ClusterConfig, DISCORD_API_BASE, ShardIds};
+pub use error::ClusterError;
 pub use event::Event;
-pub use handle::{ClusterError, ClusterHandle};
+pub use handle::ClusterHandle;
 pub use members::{MembersError, MembersResult};
 pub use metrics::Metrics;
+pub use peers::{AuditEntry, PeerFuture, PeerNode, Peers, PlacedShard, ShardAction};
 pub use permit::{Grant, LocalPermits, PermitSource};
 pub use persist::StoreHealth;
 pub use placement::{Fence, Placement, ShardSet, StaticPlacement};

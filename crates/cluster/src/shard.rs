@@ -176,29 +176,6 @@ impl Shard {
         self.settle(ctx);
     }
 
-    /// Whether the fence is revoked (for good, for this actor): then nothing the
-    /// session asks for is done — no frame written, no event delivered, no session
-    /// stored — and the socket closes with 4000, so the session stays resumable by
-    /// whichever node owns the shard now.
-    fn fenced_out(&mut self, ctx: &mut Context<Self>, now: Instant) -> bool {
-        if !self.fenced && self.ticket.holds(now) {
-            return false;
-        }
-        while self.session.poll_action().is_some() {}
-        if !self.fenced {
-            self.fenced = true;
-            tracing::warn!(shard = self.id, "fenced: closing the connection and waiting to be retired");
-            if let Some((_, handle)) = self.timer.take() {
-                ctx.cancel_future(handle);
-            }
-            if let Some(handle) = self.permit.take() {
-                ctx.cancel_future(handle);
-            }
-            self.close(ctx, Some(4000));
-        }
-        true
-    }
-
     fn perform_actions(&mut self, ctx: &mut Context<Self>) {
         while let Some(action) = self.session.poll_action() {
             self.perform(ctx, action);

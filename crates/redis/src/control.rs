@@ -56,6 +56,9 @@ pub(crate) struct Control {
     run_id: String,
     tick: Duration,
     orphan_since: HashMap<u32, Instant>,
+    /// The node each shard was last seen owned by: a claim of a shard whose last owner
+    /// is gone is a failover, not a handover.
+    last_owner: HashMap<u32, String>,
     handing_over: BTreeSet<u32>,
     leaving: Option<oneshot::Sender<()>>,
     waiting: BTreeMap<u32, Waiter>,
@@ -106,6 +109,8 @@ impl Control {
             status: Mutex::default(),
             valid_until: Mutex::default(),
             fence: Fence::expired(Instant::now()),
+            handle: std::sync::OnceLock::new(),
+            last_ok: Mutex::default(),
             counters: NodeCounters::default(),
         });
         let tick = (inner.config.lease / 3).min(MAX_TICK);
@@ -117,6 +122,7 @@ impl Control {
                 run_id,
                 tick,
                 orphan_since: HashMap::new(),
+                last_owner: HashMap::new(),
                 handing_over: BTreeSet::new(),
                 leaving: None,
                 waiting: BTreeMap::new(),
@@ -229,6 +235,12 @@ impl Control {
         };
         self.reconcile(&view).await;
         self.refresh_budget(&view);
+        let published = crate::remote::publish(&inner).await;
+        self.redis(published);
+        inner.counters.waiting.store(
+            self.waiting.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         *inner
             .status
             .lock()
@@ -274,6 +286,10 @@ impl Control {
                 let mut current = inner.held();
                 let mut until = inner.valid_until();
                 // A renewal is only worth what it covers from before it was sent.
+                *inner
+                    .last_ok
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
                 let covered = sent + inner.config.lease.mul_f64(0.9);
                 *until = Some(covered);
                 inner.fence.extend(covered);
@@ -322,6 +338,9 @@ impl Control {
         };
         let held = inner.held().clone();
         for (shard, owner) in (0..inner.config.total).zip(&view.owners) {
+            if let Some((node, _)) = owner.as_deref().and_then(|v| v.rsplit_once(':')) {
+                self.last_owner.insert(shard, node.to_owned());
+            }
             match owner {
                 Some(value)
                     if held
@@ -358,7 +377,8 @@ impl Control {
             };
             if let Some(epoch) = epoch_of(&value, me) {
                 NodeCounters::add(&inner.counters.claims, 1);
-                if epoch > 1 {
+                let previous = self.last_owner.get(&shard);
+                if previous.is_some_and(|node| !live.iter().any(|c| &c.id == node)) {
                     NodeCounters::add(&inner.counters.failovers, 1);
                 }
                 self.orphan_since.remove(&shard);

@@ -69,4 +69,20 @@ impl Keys {
     pub(crate) fn grace(&self) -> String {
         self.key("grace")
     }
+    /// Hash: shard → its owner's last published snapshot (JSON).
+    pub(crate) fn status(&self) -> String {
+        self.key("status")
+    }
+    /// Stream: commands for the shards of node `node`.
+    pub(crate) fn commands(&self, node: &str) -> String {
+        self.key(&format!("commands:{node}"))
+    }
+    /// String with a lease: the answer to command `id`.
+    pub(crate) fn reply(&self, id: &str) -> String {
+        self.key(&format!("reply:{id}"))
+    }
+    /// Stream: every operator action on any node.
+    pub(crate) fn audit(&self) -> String {
+        self.key("audit")
+    }
 }

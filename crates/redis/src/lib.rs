@@ -11,6 +11,7 @@
 //! Layout: `node.rs` (joining, leaving, shared state), `control.rs` (the control loop
 //! and the watchdog that fences), `assign.rs` (pure placement), `link.rs` + `keys.rs`
 //! (the typed calls and the key layout), `seams.rs` (the trait implementations),
+//! `remote.rs` (the cluster-wide view, forwarded commands, audit), `metrics.rs`,
 //! `settings.rs` (start-up checks, joining, the budget refresh), `view.rs` (what a
 //! round reads).
 
@@ -19,14 +20,16 @@ mod control;
 mod error;
 mod keys;
 mod link;
+mod metrics;
 mod node;
+mod remote;
 mod seams;
 mod settings;
 mod view;
 
 use std::sync::Arc;
 
-use shardkeeper_cluster::{PermitSource, Placement, SessionStore};
+use shardkeeper_cluster::{Peers, PermitSource, Placement, SessionStore};
 
 pub use error::NodeError;
 pub use node::{Node, NodeConfig, NodeCounters, NodeInfo};
@@ -41,6 +44,12 @@ impl Node {
     /// Identify permits from the shared schedule.
     #[must_use]
     pub fn permits(&self) -> Arc<dyn PermitSource> {
+        Arc::new(seams::Seams(Arc::clone(&self.inner)))
+    }
+
+    /// The other nodes: the cluster-wide view and commands carried to shard owners.
+    #[must_use]
+    pub fn peers(&self) -> Arc<dyn Peers> {
         Arc::new(seams::Seams(Arc::clone(&self.inner)))
     }
 

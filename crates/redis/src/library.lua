@@ -141,6 +141,20 @@ local function save(keys, args)
   return refused
 end
 
+-- Shard snapshots for the cluster-wide admin view, fenced per shard like sessions.
+-- KEYS: status, then one owner key per snapshot
+-- ARGV: node, then shard, epoch and the snapshot JSON per owner key
+local function status(keys, args)
+  local node = args[1]
+  for i = 2, #keys do
+    local shard, epoch, snapshot = args[3 * i - 4], args[3 * i - 3], args[3 * i - 2]
+    if redis.call('GET', keys[i]) == node .. ':' .. epoch then
+      redis.call('HSET', keys[1], shard, snapshot)
+    end
+  end
+  return 1
+end
+
 -- One identify permit.
 -- KEYS: clock, buckets, budget, grants, owner, grace
 -- ARGV: shard, bucket, request, spacing_ms, validity_ms, reserve, owner value
@@ -263,6 +277,7 @@ redis.register_function('sk1_beat', beat)
 redis.register_function('sk1_claim', claim)
 redis.register_function('sk1_release', release)
 redis.register_function('sk1_save', save)
+redis.register_function('sk1_status', status)
 redis.register_function('sk1_grant', grant)
 redis.register_function('sk1_written', written)
 redis.register_function('sk1_unused', unused)

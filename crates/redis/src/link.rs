@@ -66,12 +66,12 @@ impl Link {
         })
     }
 
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
         let mut conn = self.conn.clone();
         cmd.query_async(&mut conn).await
     }
 
-    async fn fcall<T: FromRedisValue>(
+    pub(crate) async fn fcall<T: FromRedisValue>(
         &self,
         function: &str,
         keys: &[String],
@@ -79,6 +79,21 @@ impl Link {
     ) -> Result<T, RedisError> {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(function).arg(keys.len()).arg(keys).arg(args);
+        self.query(&cmd).await
+    }
+
+    pub(crate) async fn pipe<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await
+    }
+
+    /// Node id → Redis time of its last heartbeat.
+    pub(crate) async fn seen(&self) -> Result<std::collections::HashMap<String, u64>, RedisError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.keys.seen());
         self.query(&cmd).await
     }
 

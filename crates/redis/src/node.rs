@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shardkeeper_cluster::{Fence, IdentifyStatus, RestClient, ShardSet};
+use shardkeeper_cluster::{ClusterHandle, Fence, IdentifyStatus, RestClient, ShardSet};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{Command, Control};
@@ -65,7 +65,7 @@ pub struct NodeInfo {
 pub struct NodeCounters {
     /// Shards claimed (at start, on failover, on handover).
     pub claims: AtomicU64,
-    /// Claims of a shard whose previous owner's lease lapsed.
+    /// Claims of a shard whose previous owner died (its lease lapsed).
     pub failovers: AtomicU64,
     /// Shards this node handed to another.
     pub handovers: AtomicU64,
@@ -85,6 +85,8 @@ pub struct NodeCounters {
     pub grants: AtomicU64,
     /// Last lease renewal round trip, in microseconds.
     pub renew_us: AtomicU64,
+    /// This node's shards waiting for an identify permit.
+    pub waiting: AtomicU64,
 }
 
 impl NodeCounters {
@@ -113,6 +115,10 @@ pub(crate) struct Inner {
     /// one comes too late.
     pub(crate) fence: Fence,
     pub(crate) counters: NodeCounters,
+    /// The cluster running this node's shards, once started.
+    pub(crate) handle: OnceLock<ClusterHandle>,
+    /// When a renewal last succeeded.
+    pub(crate) last_ok: Mutex<Option<Instant>>,
 }
 
 impl Inner {
@@ -207,6 +213,17 @@ impl Node {
     #[must_use]
     pub fn id(&self) -> &str {
         &self.inner.identity.id
+    }
+
+    /// Serves the commands other nodes send for this node's shards, and publishes
+    /// their snapshots for the cluster-wide view, through `handle`.
+    pub fn serve(&self, handle: ClusterHandle) {
+        if self.inner.handle.set(handle.clone()).is_ok() {
+            let inner = Arc::clone(&self.inner);
+            self.inner
+                .runtime
+                .spawn(crate::remote::serve(inner, handle));
+        }
     }
 
     /// What the node did so far.

@@ -1,12 +1,14 @@
-//! The node behind the cluster's three seams: placement (the shards this node owns),
-//! identify permits (the shared schedule) and the session store (fenced writes).
+//! The node behind the cluster's three seams — placement (the shards this node owns),
+//! identify permits (the shared schedule), the session store (fenced writes) — and
+//! behind the handle's view of its peers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardkeeper_cluster::{
-    Change, Fence, Grant, IdentifyStatus, PermitSource, Placement, SessionBatch, SessionStore, ShardSet,
+    AuditEntry, Change, ClusterError, Fence, Grant, IdentifyStatus, PeerFuture, PeerNode, Peers,
+    PermitSource, PlacedShard, Placement, SessionBatch, SessionStore, ShardAction, ShardSet,
     StoreError, StoredSession,
 };
 use shardkeeper_session::ScheduleSnapshot;
@@ -159,4 +161,73 @@ impl SessionStore for Seams {
     fn save_schedule(&self, _snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+impl Peers for Seams {
+    fn node_id(&self) -> String {
+        self.0.identity.id.clone()
+    }
+
+    fn shards(&self) -> PeerFuture<Result<Vec<PlacedShard>, ClusterError>> {
+        let inner = Arc::clone(&self.0);
+        on_runtime(&self.0, async move {
+            crate::remote::placed(&inner.link, inner.config.total)
+                .await
+                .map_err(unreachable)
+        })
+    }
+
+    fn nodes(&self) -> PeerFuture<Result<Vec<PeerNode>, ClusterError>> {
+        let inner = Arc::clone(&self.0);
+        on_runtime(&self.0, async move {
+            crate::remote::nodes(&inner.link, &inner.identity.id, inner.config.total)
+                .await
+                .map_err(unreachable)
+        })
+    }
+
+    fn forward(&self, shard: u32, action: ShardAction) -> PeerFuture<Result<(), ClusterError>> {
+        let inner = Arc::clone(&self.0);
+        on_runtime(&self.0, crate::remote::forward(inner, shard, action))
+    }
+
+    fn audit(&self, entry: AuditEntry) {
+        crate::remote::audit(&self.0, entry);
+    }
+
+    fn reachable(&self) -> bool {
+        self.0
+            .last_ok
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < self.0.config.lease)
+    }
+
+    fn render_metrics(&self) -> String {
+        crate::metrics::render(&self.0)
+    }
+}
+
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "used as map_err(unreachable)"
+)]
+fn unreachable(err: redis::RedisError) -> ClusterError {
+    ClusterError::Store(StoreError::Backend(format!("Redis: {err}")))
+}
+
+/// Runs `call` on the node's runtime (where its Redis connection lives) and awaits it
+/// from the caller's.
+fn on_runtime<T: Send + 'static>(
+    inner: &Inner,
+    call: impl Future<Output = Result<T, ClusterError>> + Send + 'static,
+) -> PeerFuture<Result<T, ClusterError>> {
+    let task = inner.runtime.spawn(call);
+    Box::pin(async move {
+        task.await.unwrap_or_else(|err| {
+            Err(ClusterError::Store(StoreError::Backend(format!(
+                "the node's task failed: {err}"
+            ))))
+        })
+    })
 }

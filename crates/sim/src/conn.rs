@@ -303,7 +303,10 @@ impl Conn {
             self.world.violation(
                 kind,
                 Some(auth.shard),
-                format!("connection {} still talking after a newer one took over", self.id),
+                format!(
+                    "connection {} still talking after a newer one took over",
+                    self.id
+                ),
             );
         }
     }

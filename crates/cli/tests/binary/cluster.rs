@@ -16,7 +16,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn sim(runtime: &tokio::runtime::Runtime, shards: u32, max_concurrency: u32, rate: f64) -> SimHandle {
+fn sim(
+    runtime: &tokio::runtime::Runtime,
+    shards: u32,
+    max_concurrency: u32,
+    rate: f64,
+) -> SimHandle {
     runtime
         .block_on(Sim::start(SimConfig {
             token: SIM_TOKEN.into(),
@@ -29,7 +34,7 @@ fn sim(runtime: &tokio::runtime::Runtime, shards: u32, max_concurrency: u32, rat
         .expect("simulator starts")
 }
 
-fn assert_clean(sim: &SimHandle, nodes: &[&Running]) {
+pub(crate) fn assert_clean(sim: &SimHandle, nodes: &[&Running]) {
     let stats = sim.stats();
     assert!(stats.violations.is_empty(), "{:#?}", stats.violations);
     assert_eq!(stats.client_close_codes.get(&1000), None, "never 1000");
@@ -62,7 +67,11 @@ fn cold_start(max_concurrency: u32, shards: u32) {
         ready_shards(&sim.stats()) == shards as usize
     });
     let stats = sim.stats();
-    assert_eq!(stats.identifies, u64::from(shards), "one IDENTIFY per shard");
+    assert_eq!(
+        stats.identifies,
+        u64::from(shards),
+        "one IDENTIFY per shard"
+    );
     for node in &nodes {
         assert!(
             count_in_log(node, "shard claimed") > 0,
@@ -112,9 +121,11 @@ fn kill_9_of_one_node_then_of_two_fails_over_by_resume_and_loses_nothing() {
         victim.signal("KILL");
         victim.wait(Duration::from_secs(5));
         // The dead node's connections end with it; its shards wait for the lease.
-        wait_for("the dead node's shards to drop", Duration::from_secs(5), || {
-            ready_shards(&sim.stats()) < shards as usize
-        });
+        wait_for(
+            "the dead node's shards to drop",
+            Duration::from_secs(5),
+            || ready_shards(&sim.stats()) < shards as usize,
+        );
         let failover = until_all_ready(&sim, shards as usize, killed);
         eprintln!(
             "failover to {survivors} node(s): every shard ready {} ms after kill -9 (lease {LEASE_MS} ms), {} resumes",
@@ -126,12 +137,18 @@ fn kill_9_of_one_node_then_of_two_fails_over_by_resume_and_loses_nothing() {
             "failover took {failover:?}"
         );
         assert!(sim.stats().resumes_ok > resumes, "shards moved by RESUME");
-        assert_eq!(sim.stats().identifies, identifies, "no IDENTIFY on failover");
+        assert_eq!(
+            sim.stats().identifies,
+            identifies,
+            "no IDENTIFY on failover"
+        );
     }
     sim.set_events_per_sec(0.0);
-    wait_for("every event in some node's file", Duration::from_secs(10), || {
-        lost(&sim, dir.path()).is_empty()
-    });
+    wait_for(
+        "every event in some node's file",
+        Duration::from_secs(10),
+        || lost(&sim, dir.path()).is_empty(),
+    );
     assert_eq!(count_in_log(&c, "panicked"), 0);
     assert_clean(&sim, &[&a, &b, &c]);
 }
@@ -157,9 +174,11 @@ fn a_rolling_deploy_hands_every_shard_over_by_resume() {
     for (generation, new_id) in ["c", "d"].iter().enumerate() {
         let resumes = sim.stats().resumes_ok;
         nodes.push(node(&sim, &redis.url(), dir.path(), new_id, &[]));
-        wait_for("the new node to take shards", Duration::from_secs(15), || {
-            count_in_log(nodes.last().expect("new"), "shard claimed") > 0
-        });
+        wait_for(
+            "the new node to take shards",
+            Duration::from_secs(15),
+            || count_in_log(nodes.last().expect("new"), "shard claimed") > 0,
+        );
         let mut old = nodes.remove(0);
         old.signal("TERM");
         assert_eq!(
@@ -175,14 +194,27 @@ fn a_rolling_deploy_hands_every_shard_over_by_resume() {
         );
         stopped.push(old);
     }
-    assert_eq!(sim.stats().identifies, identifies, "no IDENTIFY in a rolling deploy");
+    assert_eq!(
+        sim.stats().identifies,
+        identifies,
+        "no IDENTIFY in a rolling deploy"
+    );
     sim.set_events_per_sec(0.0);
-    wait_for("every event in some node's file", Duration::from_secs(10), || {
-        lost(&sim, dir.path()).is_empty()
-    });
+    wait_for(
+        "every event in some node's file",
+        Duration::from_secs(10),
+        || lost(&sim, dir.path()).is_empty(),
+    );
     let all: Vec<&Running> = stopped.iter().chain(nodes.iter()).collect();
     assert_clean(&sim, &all);
 }
+
+/// A node id, its extra environment, and the key its exit message must name.
+type Conflict = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
 
 #[test]
 fn conflicts_with_the_cluster_exit_2_naming_the_key() {
@@ -194,7 +226,7 @@ fn conflicts_with_the_cluster_exit_2_naming_the_key() {
     wait_for("the first node runs", Duration::from_secs(15), || {
         ready_shards(&sim.stats()) == 4
     });
-    let cases: [(&str, &[(&str, &str)], &str); 2] = [
+    let cases: [Conflict; 2] = [
         ("a", &[], "cluster.node_id"),
         ("b", &[("SHARDKEEPER_SHARDS__TOTAL", "8")], "shards.total"),
     ];

@@ -324,7 +324,11 @@ async fn an_old_connection_talking_after_a_newer_one_took_over_is_recorded() {
     assert_no_violations(&sim.stats());
     first.send(&json!({"op": 1, "d": seq})).await;
     second.send(&json!({"op": 1, "d": seq})).await;
-    assert_eq!(second.payload().await["op"], 11, "the new connection goes on");
+    assert_eq!(
+        second.payload().await["op"],
+        11,
+        "the new connection goes on"
+    );
     assert_violation(&sim.stats(), ViolationKind::SessionFoughtOver);
 
     // Shard identified anew on another connection while the first still runs it.
