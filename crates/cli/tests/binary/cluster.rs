@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use shardkeeper_sim::{Sim, SimConfig, SimHandle};
 
 use crate::nodes::{LEASE_MS, RedisServer, count_in_log, lost, node};
+use crate::http::{admin_addr, get_json, request};
 use crate::support::{Running, SIM_TOKEN, ready_shards, wait_for};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -246,4 +247,75 @@ fn conflicts_with_the_cluster_exit_2_naming_the_key() {
     );
     assert!(evicting.log().contains("noeviction"), "{}", evicting.log());
     assert_clean(&sim, &[&first]);
+}
+
+#[test]
+fn every_node_answers_for_the_whole_cluster_and_carries_commands_to_the_owner() {
+    let shards = 6;
+    let runtime = runtime();
+    let sim = sim(&runtime, shards, 2, 5.0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let nodes: Vec<Running> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node(&sim, &redis.url(), dir.path(), id, &[]))
+        .collect();
+    until_all_ready(&sim, shards as usize, Instant::now());
+    std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+    until_all_ready(&sim, shards as usize, Instant::now());
+    let addrs: Vec<String> = nodes.iter().map(admin_addr).collect();
+
+    let listed = get_json(&addrs[0], "/api/v1/shards");
+    let listed = listed["shards"].as_array().expect("shards");
+    assert_eq!(listed.len(), shards as usize, "{listed:?}");
+    for shard in listed {
+        assert_eq!(shard["state"], "ready", "{shard}");
+        assert!(
+            ["a", "b", "c"].contains(&shard["node"].as_str().unwrap_or("")),
+            "{shard}"
+        );
+    }
+    let nodes_view = get_json(&addrs[0], "/api/v1/nodes");
+    let listed_nodes = nodes_view["nodes"].as_array().expect("nodes");
+    assert_eq!(listed_nodes.len(), 3, "{nodes_view}");
+    let owned: u64 = listed_nodes
+        .iter()
+        .map(|n| n["shards"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(owned, u64::from(shards));
+    assert!(listed_nodes.iter().any(|n| n["id"] == "a" && n["self"] == true));
+
+    // A shard node b runs, stopped through node a and started through node c.
+    let target = listed
+        .iter()
+        .find(|s| s["node"] == "b")
+        .and_then(|s| s["id"].as_u64())
+        .expect("node b runs a shard");
+    let (status, body) = request(&addrs[0], "POST", &format!("/api/v1/shards/{target}/stop"));
+    assert_eq!(status, 202, "{body}");
+    wait_for("the shard stopped on its owner", Duration::from_secs(10), || {
+        get_json(&addrs[1], &format!("/api/v1/shards/{target}"))["state"] == "stopped"
+    });
+    let (status, body) = request(&addrs[2], "POST", &format!("/api/v1/shards/{target}/start"));
+    assert_eq!(status, 202, "{body}");
+    wait_for("the shard ready again", Duration::from_secs(10), || {
+        get_json(&addrs[0], &format!("/api/v1/shards/{target}"))["state"] == "ready"
+    });
+    let (status, _) = request(&addrs[0], "POST", &format!("/api/v1/shards/{shards}/stop"));
+    assert_eq!(status, 404, "a shard id beyond the count");
+
+    let audit = redis.cli(&["XRANGE", "shardkeeper:audit", "-", "+"]);
+    assert!(audit.contains("POST /api/v1/shards/{id}/stop"), "{audit}");
+    assert!(audit.contains("POST /api/v1/shards/{id}/start"), "{audit}");
+    let (_, metrics) = request(&addrs[0], "GET", "/metrics");
+    assert!(metrics.contains("shardkeeper_cluster_owned_shards"), "{metrics}");
+    assert!(metrics.contains("shardkeeper_events_total"), "{metrics}");
+    let identify = get_json(&addrs[2], "/api/v1/identify");
+    assert_eq!(
+        identify["remaining"].as_u64(),
+        Some(u64::from(sim.stats().session_start_remaining)),
+        "one shared budget, as Discord counts it: {identify}"
+    );
+    assert_eq!(sim.stats().identifies, u64::from(shards));
+    assert_clean(&sim, &nodes.iter().collect::<Vec<_>>());
 }

@@ -5,6 +5,7 @@
 mod cluster;
 mod commands;
 mod crash;
+mod http;
 mod nodes;
 mod slow_reader;
 mod support;
