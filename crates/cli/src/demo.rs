@@ -1,4 +1,7 @@
-//! `shardkeeper demo`: an embedded simulator, a cluster against it and the admin API.
+//! `shardkeeper demo`: an embedded simulator, a cluster against it and the admin API;
+//! with `--nodes N`, N node processes sharing the bot through a Redis of the demo's own.
+
+mod nodes;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -24,9 +27,13 @@ pub(crate) struct DemoArgs {
     /// Number of shards (default from config/demo.toml: 16).
     #[arg(long)]
     shards: Option<u32>,
-    /// Address of the admin API and dashboard.
+    /// Address of the admin API and dashboard (node i of `--nodes` uses port + i).
     #[arg(long, default_value = "127.0.0.1:7878")]
     admin: SocketAddr,
+    /// Run the shards on this many node processes sharing one bot through Redis
+    /// (starts its own `redis-server` on a free port). 1 = one process, no Redis.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    nodes: u16,
 }
 
 fn random_token() -> String {
@@ -53,6 +60,20 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await
     .context("starting the simulator")?;
+    if args.nodes > 1 {
+        let plan = nodes::Plan {
+            sim: &sim,
+            sim_token: &sim_token,
+            admin_token: &random_token(),
+            total,
+            window_ms: u64::try_from(config.identify_window().as_millis()).unwrap_or(u64::MAX),
+            admin: args.admin,
+            nodes: args.nodes,
+        };
+        let result = nodes::run(plan, shutdown).await;
+        sim.shutdown().await;
+        return result;
+    }
     let store_dir = std::env::temp_dir().join(format!("shardkeeper-demo-{}", std::process::id()));
     let store = SledStore::open(&store_dir.join("store.sled"))?;
     let mut cluster_config = config.cluster(Token::new(&sim_token));

@@ -79,19 +79,41 @@ pub(crate) fn run(args: &ShardsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The shard table; in cluster mode (shards carry `node`) with each shard's node.
 fn print_table(body: &Value) {
+    let shards = body["shards"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let clustered = shards.iter().any(|s| s.get("node").is_some());
+    let node = |shard: &Value| {
+        if clustered {
+            format!("  {}", shard["node"].as_str().unwrap_or("-"))
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:>5}  {:<12} {:>8} {:>10} {:>6} {:>8} {:>10} {:>10} {:>6}",
-        "id", "state", "latency", "seq", "guilds", "resumes", "identifies", "reconnects", "close"
+        "{:>5}  {:<12} {:>8} {:>10} {:>6} {:>8} {:>10} {:>10} {:>6}{}",
+        "id",
+        "state",
+        "latency",
+        "seq",
+        "guilds",
+        "resumes",
+        "identifies",
+        "reconnects",
+        "close",
+        if clustered { "  node" } else { "" }
     );
-    for shard in body["shards"].as_array().into_iter().flatten() {
+    for shard in shards {
         let field = |key: &str| match &shard[key] {
             Value::Null => "-".to_owned(),
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
         println!(
-            "{:>5}  {:<12} {:>8} {:>10} {:>6} {:>8} {:>10} {:>10} {:>6}",
+            "{:>5}  {:<12} {:>8} {:>10} {:>6} {:>8} {:>10} {:>10} {:>6}{}",
             field("id"),
             field("state"),
             field("latency_ms"),
@@ -100,7 +122,8 @@ fn print_table(body: &Value) {
             field("resumes"),
             field("identifies"),
             field("reconnects"),
-            field("last_close_code")
+            field("last_close_code"),
+            node(shard)
         );
     }
 }

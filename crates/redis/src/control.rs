@@ -192,6 +192,11 @@ impl Control {
             Command::Leave(done) => {
                 tracing::info!(node = %self.inner.identity.id, "leaving: handing every shard over");
                 self.leaving = Some(done);
+                let inner = Arc::clone(&self.inner);
+                let announced =
+                    crate::settings::announce_leaving(&inner.link, &inner.identity, &inner.config)
+                        .await;
+                self.redis(announced);
                 self.round().await;
             }
             Command::StopGranting => {

@@ -58,6 +58,9 @@ pub struct NodeInfo {
     pub capacity: u32,
     /// Shard ids it may take, as `[start, end)`; `None` = all.
     pub ids: Option<(u32, u32)>,
+    /// It is handing its shards over before it exits: placement leaves it out.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// Counters of what the node did, for metrics and tests.

@@ -32,11 +32,12 @@ pub(crate) async fn check(link: &Link) -> Result<(), NodeError> {
 }
 
 /// This node's description for the others.
-pub(crate) fn info(config: &NodeConfig) -> String {
+pub(crate) fn info(config: &NodeConfig, leaving: bool) -> String {
     let info = NodeInfo {
         admin_url: config.admin_url.clone(),
         capacity: config.capacity,
         ids: config.ids.clone().map(|ids| (ids.start, ids.end)),
+        leaving,
     };
     serde_json::to_string(&info).unwrap_or_default()
 }
@@ -50,7 +51,7 @@ pub(crate) async fn join(
     config: &NodeConfig,
 ) -> Result<(), NodeError> {
     let deadline = Instant::now() + config.lease + Duration::from_secs(1);
-    let info = info(config);
+    let info = info(config, false);
     loop {
         match link
             .join(identity, &info, config.total, config.max_concurrency)
@@ -123,12 +124,25 @@ pub(crate) async fn rejoin(
     link.load_library().await?;
     link.join(
         identity,
-        &info(config),
+        &info(config, false),
         config.total,
         config.max_concurrency,
     )
     .await
     .map(drop)
+}
+
+/// Tells the other nodes this one is leaving, so placement gives them its shards.
+pub(crate) async fn announce_leaving(
+    link: &Link,
+    identity: &Identity,
+    config: &NodeConfig,
+) -> Result<(), redis::RedisError> {
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(link.keys.nodes())
+        .arg(&identity.id)
+        .arg(info(config, true));
+    link.query::<i64>(&cmd).await.map(drop)
 }
 
 /// Fetches Discord's `session_start_limit` and stores it as the shared budget, charged

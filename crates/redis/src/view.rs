@@ -7,14 +7,15 @@ use crate::assign::Candidate;
 use crate::link::View;
 use crate::node::{NodeConfig, NodeInfo};
 
-/// The live nodes (this one unless it is leaving). A node whose description does not
-/// parse is left out: it cannot be told what to run.
+/// The live nodes that are not leaving (this one included unless it is). A node whose
+/// description does not parse is left out: it cannot be told what to run.
 pub(crate) fn candidates(view: &View, me: &str, leaving: bool) -> Vec<Candidate> {
     let mut live: Vec<Candidate> = view
         .nodes
         .iter()
         .filter(|(id, _, alive)| *alive && !(leaving && id == me))
         .filter_map(|(id, info, _)| match serde_json::from_str::<NodeInfo>(info) {
+            Ok(info) if info.leaving => None,
             Ok(info) => Some(Candidate {
                 id: id.clone(),
                 capacity: info.capacity,

@@ -145,3 +145,61 @@ fn sim_serves_until_sigterm() {
     sim.signal("TERM");
     assert_eq!(sim.wait(Duration::from_secs(10)).code(), Some(0));
 }
+
+#[test]
+fn demo_with_three_nodes_runs_redis_and_the_nodes_then_stops_them_all() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = binary();
+    command.args([
+        "demo",
+        "--nodes",
+        "3",
+        "--shards",
+        "6",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let mut demo = Running::spawn(command, &dir.path().join("demo.log"));
+    let dashboards: Vec<String> = (0..3)
+        .map(|_| demo.line_with("dashboard", Duration::from_secs(30)))
+        .collect();
+    demo.line_with("all shards ready", Duration::from_secs(60));
+    let hint = demo.line_with("kill -9", Duration::from_secs(5));
+    assert!(hint.contains("RESUME"), "{hint}");
+    let pids: Vec<String> = dashboards
+        .iter()
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "pid");
+            words.next().expect("a pid").to_owned()
+        })
+        .collect();
+    let url = dashboards[0].split_whitespace().last().expect("url");
+    let (base, token) = url.split_once("/#token=").expect("token in the fragment");
+    let list = binary()
+        .args(["shards", "--admin", base, "list"])
+        .env("SHARDKEEPER_ADMIN_TOKEN", token)
+        .output()
+        .expect("runs");
+    let table = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("node")),
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.contains("node-")).count(),
+        6,
+        "{table}"
+    );
+    demo.signal("INT");
+    assert_eq!(
+        demo.wait(Duration::from_secs(30)).code(),
+        Some(0),
+        "{}",
+        demo.log()
+    );
+    for pid in pids {
+        let alive = std::path::Path::new("/proc").join(&pid).exists();
+        assert!(!alive, "node process {pid} outlived the demo");
+    }
+}
