@@ -3,6 +3,7 @@
 //! the cluster's alone (read from `/proc`).
 
 mod chaos;
+mod failover;
 mod floor;
 mod harness;
 mod scenarios;
@@ -41,6 +42,9 @@ enum Scenario {
     Latency,
     /// Not part of `all`: a soak under seeded chaos with two `kill -9` restarts.
     Chaos,
+    /// Not part of `all`: three nodes on a Redis of the bench's own, one killed with
+    /// `kill -9` (needs `redis-server`).
+    Failover,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -82,6 +86,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "latency".into(),
             scenarios::latency(if full { 10 } else { 5 })?,
         );
+    }
+    if args.scenario == Scenario::Failover {
+        let shards = if full { 300 } else { 60 };
+        results.insert("failover".into(), failover::failover(shards, 20.0)?);
+        return write_results(&args.json, results);
     }
     if args.scenario == Scenario::Chaos {
         let (shards, seconds, faults_per_minute) =

@@ -15,6 +15,7 @@
 mod bench;
 mod config;
 mod demo;
+mod redis_server;
 mod run;
 mod shards;
 mod sim;

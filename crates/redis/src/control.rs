@@ -20,7 +20,7 @@ use crate::view::identify_status;
 /// few at a time.
 const HANDOVERS_PER_TICK: usize = 8;
 /// Longest tick: the reconcile pace even with a long lease.
-const MAX_TICK: Duration = Duration::from_secs(1);
+const MAX_TICK: Duration = Duration::from_millis(500);
 /// How long an orphan waits for its target before the next node in rank may take it,
 /// on top of the lease.
 const TAKEOVER_SLACK: Duration = Duration::from_secs(2);

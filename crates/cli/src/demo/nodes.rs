@@ -2,27 +2,18 @@
 //! own on a free port, and N node processes (this binary's `run` in redis mode), each
 //! with its dashboard, so a person can kill one and watch its shards move.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use shardkeeper_sim::SimHandle;
 
+use crate::redis_server::{NodeSpec, Reaped, RedisServer, free_port};
+
 /// Lease of the demo's nodes: a killed node's shards move within a few seconds.
 const DEMO_LEASE_MS: u64 = 3000;
-
-/// A child process ended when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What a node process needs to know.
 pub(super) struct Plan<'a> {
@@ -45,7 +36,7 @@ pub(super) async fn run(plan: Plan<'_>, shutdown: crate::Shutdown) -> anyhow::Re
 }
 
 async fn run_in(plan: &Plan<'_>, shutdown: crate::Shutdown, dir: &Path) -> anyhow::Result<()> {
-    let (redis, port) = start_redis(dir)?;
+    let redis = RedisServer::start(&dir.join("redis"))?;
     let exe = std::env::current_exe().context("finding this program to start the nodes")?;
     let mut nodes = Vec::new();
     for i in 0..plan.nodes {
@@ -55,13 +46,14 @@ async fn run_in(plan: &Plan<'_>, shutdown: crate::Shutdown, dir: &Path) -> anyho
         } else {
             SocketAddr::new(plan.admin.ip(), plan.admin.port() + i)
         };
-        let child = spawn_node(&exe, plan, &id, admin, port, dir)?;
+        let child = spawn_node(&exe, plan, &id, admin, &redis, dir)?;
         nodes.push((id, admin, child));
     }
     println!(
-        "shardkeeper demo: {} shards on {} nodes sharing one bot through Redis (127.0.0.1:{port}), against an embedded Discord gateway simulator ({})",
+        "shardkeeper demo: {} shards on {} nodes sharing one bot through Redis ({}), against an embedded Discord gateway simulator ({})",
         plan.total,
         plan.nodes,
+        redis.url(),
         plan.sim.gateway_url()
     );
     println!();
@@ -145,82 +137,28 @@ fn spawn_node(
     plan: &Plan<'_>,
     id: &str,
     admin: SocketAddr,
-    redis_port: u16,
+    redis: &RedisServer,
     dir: &Path,
 ) -> anyhow::Result<Reaped> {
+    let spec = NodeSpec {
+        api_base: plan.sim.api_base(),
+        token: plan.sim_token,
+        admin_token: plan.admin_token,
+        total: plan.total,
+        window_ms: plan.window_ms,
+        redis_url: redis.url(),
+        id,
+        lease_ms: DEMO_LEASE_MS,
+        admin,
+        sinks: r#"["websocket"]"#.to_owned(),
+    };
     let log = std::fs::File::create(dir.join(format!("{id}.log")))?;
-    let child = Command::new(exe)
-        .arg("run")
-        .env("DISCORD_TOKEN", plan.sim_token)
-        .env("SHARDKEEPER_ADMIN_TOKEN", plan.admin_token)
-        .env("SHARDKEEPER_DISCORD__API_BASE", plan.sim.api_base())
-        .env("SHARDKEEPER_SHARDS__TOTAL", plan.total.to_string())
-        .env(
-            "SHARDKEEPER_IDENTIFY__WINDOW_MS",
-            plan.window_ms.to_string(),
-        )
-        .env("SHARDKEEPER_ADMIN__BIND", admin.to_string())
-        .env("SHARDKEEPER_EVENTS__SINKS", r#"["websocket"]"#)
-        .env("SHARDKEEPER_CLUSTER__MODE", "redis")
-        .env(
-            "SHARDKEEPER_CLUSTER__URL",
-            format!("redis://127.0.0.1:{redis_port}/0"),
-        )
-        .env("SHARDKEEPER_CLUSTER__NODE_ID", id)
-        .env("SHARDKEEPER_CLUSTER__LEASE_MS", DEMO_LEASE_MS.to_string())
+    let child = spec
+        .command(exe)
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {id}"))?;
     Ok(Reaped(child))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .context("finding a free port")
-}
-
-/// Starts `redis-server` on a free port with its files in `dir`.
-fn start_redis(dir: &Path) -> anyhow::Result<(Reaped, u16)> {
-    let port = free_port()?;
-    let data: PathBuf = dir.join("redis");
-    std::fs::create_dir_all(&data)?;
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .arg("--dir")
-        .arg(&data)
-        .args(["--save", "", "--appendonly", "yes", "--daemonize", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = match child {
-        Ok(child) => Reaped(child),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
-            "demo --nodes needs redis-server, which is not installed (Debian/Ubuntu: apt-get install redis-server)"
-        ),
-        Err(err) => return Err(err).context("starting redis-server"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if ping(port) {
-            return Ok((child, port));
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    bail!("redis-server did not answer on 127.0.0.1:{port}")
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut answer = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut answer).is_ok()
-        && &answer == b"+PONG\r\n"
 }
