@@ -101,11 +101,12 @@ impl From<ClusterError> for ApiError {
             ClusterError::Budget {
                 cost,
                 remaining,
+                reserve,
                 total,
                 reset_in_ms,
             } => Self::Conflict {
                 message: format!("{err}; add ?force=true to do it anyway"),
-                details: json!({"cost": cost, "remaining": remaining, "total": total, "reset_in_ms": reset_in_ms}),
+                details: json!({"cost": cost, "remaining": remaining, "reserve": reserve, "total": total, "reset_in_ms": reset_in_ms}),
             },
             other => Self::Unavailable(other.to_string()),
         }

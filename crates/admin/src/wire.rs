@@ -202,6 +202,8 @@ pub(crate) struct IdentifyWire {
     total: u32,
     /// Session starts left.
     remaining: u32,
+    /// Session starts kept back: no permit once `remaining` is down to it.
+    reserve: u32,
     /// Milliseconds until the budget resets.
     reset_in_ms: u64,
     /// Shards waiting for a permit.
@@ -219,6 +221,7 @@ impl From<IdentifyStatus> for IdentifyWire {
             window_ms: s.window_ms,
             total: s.total,
             remaining: s.remaining,
+            reserve: s.reserve,
             reset_in_ms: s.reset_in_ms,
             queued: s.queued,
             granted: s.granted,

@@ -47,7 +47,7 @@ pub enum ClusterError {
     Timeout(Duration),
     /// A fresh restart would spend more session starts than the budget has left.
     #[error(
-        "a fresh restart of {cost} shard(s) needs {cost} session starts, {remaining} remain (resets in {} s)",
+        "a fresh restart of {cost} shard(s) needs {cost} session starts, {remaining} remain of which {reserve} are kept back (resets in {} s)",
         reset_in_ms / 1000
     )]
     Budget {
@@ -55,6 +55,8 @@ pub enum ClusterError {
         cost: u32,
         /// Session starts left.
         remaining: u32,
+        /// Session starts kept back (cluster mode's reserve).
+        reserve: u32,
         /// Session starts per budget period.
         total: u32,
         /// Milliseconds until the budget resets.

@@ -214,14 +214,16 @@ impl ClusterHandle {
     /// permit source has not reported yet) refuses too: fail closed.
     fn check_budget(&self, cost: u32) -> Result<(), ClusterError> {
         let status = self.identify_status();
-        let (remaining, total, reset_in_ms) =
-            status.map_or((0, 0, 0), |s| (s.remaining, s.total, s.reset_in_ms));
-        if remaining >= cost {
+        let (remaining, reserve, total, reset_in_ms) = status.map_or((0, 0, 0, 0), |s| {
+            (s.remaining, s.reserve, s.total, s.reset_in_ms)
+        });
+        if remaining.saturating_sub(reserve) >= cost {
             return Ok(());
         }
         Err(ClusterError::Budget {
             cost,
             remaining,
+            reserve,
             total,
             reset_in_ms,
         })

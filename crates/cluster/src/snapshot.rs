@@ -85,6 +85,9 @@ pub struct IdentifyStatus {
     pub total: u32,
     /// Session starts left.
     pub remaining: u32,
+    /// Session starts kept back: no permit is granted once `remaining` is down to it
+    /// (0 for a single node, which may spend the budget to the last).
+    pub reserve: u32,
     /// Milliseconds until the budget resets.
     pub reset_in_ms: u64,
     /// Shards waiting for a permit.

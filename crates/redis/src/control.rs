@@ -70,6 +70,8 @@ pub(crate) struct Control {
     budget_due: bool,
     /// The cluster is shutting down: no more grants.
     halted: bool,
+    /// Shards told they wait for the budget to reset (told once).
+    parked: BTreeSet<u32>,
 }
 
 impl Control {
@@ -131,6 +133,7 @@ impl Control {
                 refreshing: Arc::default(),
                 budget_due: true,
                 halted: false,
+                parked: BTreeSet::new(),
             },
             inner,
         ))
@@ -173,6 +176,7 @@ impl Control {
             }
             Command::Cancel(shard) => {
                 self.waiting.remove(&shard);
+                self.parked.remove(&shard);
             }
             Command::Written(shard, at) => {
                 if let Some((ask, sent)) = self.granted.remove(&shard) {
@@ -453,7 +457,7 @@ impl Control {
                 request: waiter.request,
                 spacing_ms: millis(spacing(config)),
                 validity_ms: millis(GRANT_VALIDITY),
-                reserve: reserve(config, &inner),
+                reserve: reserve(config, budget_total(&inner)),
             };
             let sent = Instant::now();
             let Some(verdict) = self.redis(inner.link.grant(&inner.identity, &ask).await) else {
@@ -467,6 +471,7 @@ impl Control {
                     // Valid from before the request was sent, less a margin for the
                     // hop to the shard's socket.
                     let deadline = sent + Duration::from_millis(valid_ms - valid_ms / 4);
+                    self.parked.remove(&shard);
                     if Instant::now() < deadline && waiter.reply.send(Grant { bucket }).is_ok() {
                         NodeCounters::add(&inner.counters.grants, 1);
                         self.granted.insert(shard, (ask, sent));
@@ -558,17 +563,20 @@ pub(crate) fn spacing(config: &NodeConfig) -> Duration {
     config.identify_window + GRANT_VALIDITY + config.identify_margin
 }
 
-/// Session starts kept back.
-fn reserve(config: &NodeConfig, inner: &Inner) -> u32 {
-    config.reserve.unwrap_or_else(|| {
-        let total = inner
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map_or(0, |s| s.total);
-        (total / 20).max(10)
-    })
+/// Session starts kept back of a daily `total`: max(10, 5 %) unless configured.
+pub(crate) fn reserve(config: &NodeConfig, total: u32) -> u32 {
+    config.reserve.unwrap_or((total / 20).max(10))
+}
+
+/// The daily total as last read (0 before the budget is known: the grant is refused
+/// as unknown anyway).
+fn budget_total(inner: &Inner) -> u32 {
+    inner
+        .status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .map_or(0, |s| s.total)
 }
 
 pub(crate) fn millis(duration: Duration) -> u64 {

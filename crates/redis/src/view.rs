@@ -71,6 +71,7 @@ pub(crate) fn identify_status(
         window_ms: crate::control::millis(config.identify_window),
         total: u32::try_from(total).unwrap_or(u32::MAX),
         remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+        reserve: crate::control::reserve(config, u32::try_from(total).unwrap_or(u32::MAX)),
         reset_in_ms: reset_at.saturating_sub(view.redis_now_ms),
         queued,
         granted: view.budget_field("granted").unwrap_or(0),

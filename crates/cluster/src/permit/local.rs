@@ -247,6 +247,7 @@ impl IdentifyCoordinator {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = self.schedule.config();
         let view = IdentifyStatus {
+            reserve: 0,
             max_concurrency: config.max_concurrency.get(),
             window_ms: ms(config.window),
             total: status.total,
