@@ -113,6 +113,7 @@ impl Control {
             fence: Fence::expired(Instant::now()),
             handle: std::sync::OnceLock::new(),
             last_ok: Mutex::default(),
+            written: Mutex::default(),
             counters: NodeCounters::default(),
         });
         let tick = (inner.config.lease / 3).min(MAX_TICK);
@@ -242,6 +243,10 @@ impl Control {
         let Some(view) = self.redis(inner.link.view(inner.config.total).await) else {
             return;
         };
+        let listed = view.nodes.iter().any(|(id, _, _)| *id == inner.identity.id);
+        if !listed && self.leaving.is_none() {
+            self.data_lost().await;
+        }
         self.reconcile(&view).await;
         self.refresh_budget(&view);
         let published = crate::remote::publish(&inner).await;
@@ -268,14 +273,49 @@ impl Control {
         tracing::error!(node = %inner.identity.id, pause_ms = pause.as_millis(), "Redis restarted; no identify permits during the grace period");
         self.redis(inner.link.pause_grants(pause).await);
         if self.redis(inner.link.has_meta().await) == Some(false) {
-            NodeCounters::add(&inner.counters.data_losses, 1);
-            tracing::error!(node = %inner.identity.id, "Redis lost the cluster's data; rejoining, owners re-assert their shards, and the budget is fetched again before any grant");
-            if let Err(err) =
-                crate::settings::rejoin(&inner.link, &inner.identity, &inner.config).await
-            {
-                tracing::error!(node = %inner.identity.id, %err, "cannot rejoin the cluster");
+            self.data_lost().await;
+        }
+    }
+
+    /// Redis lost the namespace (seen as its description gone, or as this node missing
+    /// from the node list): every node raises the alarm, joins again, writes its
+    /// sessions back, and fetches the budget before any grant.
+    async fn data_lost(&mut self) {
+        let inner = Arc::clone(&self.inner);
+        NodeCounters::add(&inner.counters.data_losses, 1);
+        tracing::error!(node = %inner.identity.id, "Redis lost the cluster's data; rejoining, owners re-assert their shards, and the budget is fetched again before any grant");
+        self.budget_due = true;
+        self.rejoin().await;
+    }
+
+    /// Joins the namespace again and writes the sessions of this node's shards back
+    /// (their leases come back with the renewal just before).
+    async fn rejoin(&mut self) {
+        let inner = Arc::clone(&self.inner);
+        let joined = crate::settings::rejoin(&inner.link, &inner.identity, &inner.config).await;
+        if self.redis(joined).is_none() {
+            tracing::error!(node = %inner.identity.id, "cannot rejoin the cluster; trying again next tick");
+            return;
+        }
+        // The owner keys must be back before a fenced write can pass.
+        self.renew().await;
+        let held = inner.held().clone();
+        let changes: Vec<(u32, u64, Option<String>)> = {
+            let written = inner
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            held.iter()
+                .filter_map(|(&shard, &epoch)| {
+                    Some((shard, epoch, Some(written.get(&shard)?.clone())))
+                })
+                .collect()
+        };
+        if !changes.is_empty() {
+            let saved = inner.link.save(&inner.identity, &changes).await;
+            if let Some(refused) = self.redis(saved) {
+                tracing::info!(node = %inner.identity.id, sessions = changes.len() - refused.len(), "sessions written again");
             }
-            self.budget_due = true;
         }
     }
 
@@ -407,6 +447,11 @@ impl Control {
     /// The supervisor stopped a shard and stored its session: give the claim up.
     async fn released(&mut self, shard: u32) {
         self.handing_over.remove(&shard);
+        self.inner
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&shard);
         let epoch = self.inner.held().remove(&shard);
         if let Some(epoch) = epoch {
             let inner = Arc::clone(&self.inner);

@@ -122,6 +122,9 @@ pub(crate) struct Inner {
     pub(crate) handle: OnceLock<ClusterHandle>,
     /// When a renewal last succeeded.
     pub(crate) last_ok: Mutex<Option<Instant>>,
+    /// The last session JSON Redis took for each shard this node runs, to write again
+    /// if Redis loses its data (an idle shard writes nothing new on its own).
+    pub(crate) written: Mutex<std::collections::HashMap<u32, String>>,
 }
 
 impl Inner {

@@ -145,8 +145,24 @@ impl SessionStore for Seams {
         if !changes.is_empty() {
             let link = self.0.link.clone();
             let identity = self.0.identity.clone();
+            let sent = changes.clone();
             let fenced = self.block(async move { link.save(&identity, &changes).await })?;
             refused += fenced.len();
+            let mut written = self
+                .0
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (shard, _, session) in sent {
+                match session {
+                    Some(json) if !fenced.contains(&shard) => {
+                        written.insert(shard, json);
+                    }
+                    _ => {
+                        written.remove(&shard);
+                    }
+                }
+            }
         }
         if refused > 0 {
             tracing::warn!(

@@ -566,6 +566,10 @@ impl Conn {
             return Vec::new();
         }
         let mut record = lock(&auth.session);
+        // The session was resumed on a newer connection: it dispatches there now.
+        if record.owner != Some(self.id) {
+            return Vec::new();
+        }
         let guilds = record.guilds.clone();
         let body_bytes = self.world.config.event_body_bytes;
         let out: Vec<Out> = (0..count)

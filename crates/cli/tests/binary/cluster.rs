@@ -3,37 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use shardkeeper_sim::{Sim, SimConfig, SimHandle};
+use shardkeeper_sim::{SimConfig, SimHandle};
 
-use crate::nodes::{LEASE_MS, RedisServer, count_in_log, lost, node};
-use crate::http::{admin_addr, get_json, request};
-use crate::support::{Running, SIM_TOKEN, ready_shards, wait_for};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn sim(
-    runtime: &tokio::runtime::Runtime,
-    shards: u32,
-    max_concurrency: u32,
-    rate: f64,
-) -> SimHandle {
-    runtime
-        .block_on(Sim::start(SimConfig {
-            token: SIM_TOKEN.into(),
-            shards,
-            max_concurrency,
-            identify_window: Duration::from_millis(200),
-            events_per_sec: rate,
-            ..SimConfig::default()
-        }))
-        .expect("simulator starts")
-}
+use crate::http::{admin_addr, get_json, request, strip_ansi};
+use crate::nodes::{LEASE_MS, RedisServer, count_in_log, lost, node, sim};
+use crate::support::{Running, SIM_TOKEN, ready_shards, runtime, wait_for};
 
 pub(crate) fn assert_clean(sim: &SimHandle, nodes: &[&Running]) {
     let stats = sim.stats();
@@ -51,7 +25,7 @@ pub(crate) fn assert_clean(sim: &SimHandle, nodes: &[&Running]) {
 /// window of its bucket across all nodes, and each node runs a share.
 fn cold_start(max_concurrency: u32, shards: u32) {
     let runtime = runtime();
-    let sim = sim(&runtime, shards, max_concurrency, 0.0);
+    let sim = sim(&runtime, shards, max_concurrency, 0.0, SimConfig::default());
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisServer::start(&dir.path().join("redis"));
     let nodes: Vec<Running> = ["a", "b", "c"]
@@ -105,7 +79,7 @@ fn until_all_ready(sim: &SimHandle, shards: usize, since: Instant) -> Duration {
 fn kill_9_of_one_node_then_of_two_fails_over_by_resume_and_loses_nothing() {
     let shards = 12;
     let runtime = runtime();
-    let sim = sim(&runtime, shards, 4, 20.0);
+    let sim = sim(&runtime, shards, 4, 20.0, SimConfig::default());
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisServer::start(&dir.path().join("redis"));
     let mut a = node(&sim, &redis.url(), dir.path(), "a", &[]);
@@ -158,7 +132,7 @@ fn kill_9_of_one_node_then_of_two_fails_over_by_resume_and_loses_nothing() {
 fn a_rolling_deploy_hands_every_shard_over_by_resume() {
     let shards = 8;
     let runtime = runtime();
-    let sim = sim(&runtime, shards, 4, 20.0);
+    let sim = sim(&runtime, shards, 4, 20.0, SimConfig::default());
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisServer::start(&dir.path().join("redis"));
     let mut nodes: Vec<Running> = ["a", "b"]
@@ -220,7 +194,7 @@ type Conflict = (
 #[test]
 fn conflicts_with_the_cluster_exit_2_naming_the_key() {
     let runtime = runtime();
-    let sim = sim(&runtime, 4, 4, 0.0);
+    let sim = sim(&runtime, 4, 4, 0.0, SimConfig::default());
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisServer::start(&dir.path().join("redis"));
     let first = node(&sim, &redis.url(), dir.path(), "a", &[]);
@@ -253,7 +227,7 @@ fn conflicts_with_the_cluster_exit_2_naming_the_key() {
 fn every_node_answers_for_the_whole_cluster_and_carries_commands_to_the_owner() {
     let shards = 6;
     let runtime = runtime();
-    let sim = sim(&runtime, shards, 2, 5.0);
+    let sim = sim(&runtime, shards, 2, 5.0, SimConfig::default());
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisServer::start(&dir.path().join("redis"));
     let nodes: Vec<Running> = ["a", "b", "c"]
@@ -283,7 +257,11 @@ fn every_node_answers_for_the_whole_cluster_and_carries_commands_to_the_owner() 
         .map(|n| n["shards"].as_u64().expect("count"))
         .sum();
     assert_eq!(owned, u64::from(shards));
-    assert!(listed_nodes.iter().any(|n| n["id"] == "a" && n["self"] == true));
+    assert!(
+        listed_nodes
+            .iter()
+            .any(|n| n["id"] == "a" && n["self"] == true)
+    );
 
     // A shard node b runs, stopped through node a and started through node c.
     let target = listed
@@ -293,9 +271,11 @@ fn every_node_answers_for_the_whole_cluster_and_carries_commands_to_the_owner() 
         .expect("node b runs a shard");
     let (status, body) = request(&addrs[0], "POST", &format!("/api/v1/shards/{target}/stop"));
     assert_eq!(status, 202, "{body}");
-    wait_for("the shard stopped on its owner", Duration::from_secs(10), || {
-        get_json(&addrs[1], &format!("/api/v1/shards/{target}"))["state"] == "stopped"
-    });
+    wait_for(
+        "the shard stopped on its owner",
+        Duration::from_secs(10),
+        || get_json(&addrs[1], &format!("/api/v1/shards/{target}"))["state"] == "stopped",
+    );
     let (status, body) = request(&addrs[2], "POST", &format!("/api/v1/shards/{target}/start"));
     assert_eq!(status, 202, "{body}");
     wait_for("the shard ready again", Duration::from_secs(10), || {
@@ -308,7 +288,10 @@ fn every_node_answers_for_the_whole_cluster_and_carries_commands_to_the_owner() 
     assert!(audit.contains("POST /api/v1/shards/{id}/stop"), "{audit}");
     assert!(audit.contains("POST /api/v1/shards/{id}/start"), "{audit}");
     let (_, metrics) = request(&addrs[0], "GET", "/metrics");
-    assert!(metrics.contains("shardkeeper_cluster_owned_shards"), "{metrics}");
+    assert!(
+        metrics.contains("shardkeeper_cluster_owned_shards"),
+        "{metrics}"
+    );
     assert!(metrics.contains("shardkeeper_events_total"), "{metrics}");
     let identify = get_json(&addrs[2], "/api/v1/identify");
     assert_eq!(
@@ -317,5 +300,96 @@ fn every_node_answers_for_the_whole_cluster_and_carries_commands_to_the_owner() 
         "one shared budget, as Discord counts it: {identify}"
     );
     assert_eq!(sim.stats().identifies, u64::from(shards));
+    assert_clean(&sim, &nodes.iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn a_budget_at_its_reserve_parks_shards_visibly_and_refuses_costly_restarts() {
+    let shards = 6;
+    let runtime = runtime();
+    // 14 session starts left of 100 a day: the reserve keeps 10, so 4 shards identify.
+    let sim = sim(
+        &runtime,
+        shards,
+        6,
+        0.0,
+        SimConfig {
+            session_start_total: 100,
+            session_start_remaining: 14,
+            ..SimConfig::default()
+        },
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let nodes: Vec<Running> = ["a", "b"]
+        .iter()
+        .map(|id| node(&sim, &redis.url(), dir.path(), id, &[]))
+        .collect();
+    wait_for("4 shards ready", Duration::from_secs(20), || {
+        ready_shards(&sim.stats()) == 4
+    });
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    assert_eq!(sim.stats().identifies, 4, "nothing below the reserve");
+    let addrs: Vec<String> = nodes.iter().map(admin_addr).collect();
+    let listed = get_json(&addrs[0], "/api/v1/shards");
+    let waiting: Vec<u64> = listed["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .filter(|s| s["state"] == "identifying")
+        .filter_map(|s| s["id"].as_u64())
+        .collect();
+    assert_eq!(
+        waiting.len(),
+        2,
+        "parked shards show as identifying: {listed}"
+    );
+    let identify = get_json(&addrs[1], "/api/v1/identify");
+    assert_eq!(identify["remaining"], 10, "{identify}");
+    assert_eq!(identify["reserve"], 10, "{identify}");
+    let mut parked_logged: Vec<u64> = nodes
+        .iter()
+        .flat_map(|n| {
+            n.log()
+                .lines()
+                .filter(|l| l.contains("shard parked until it resets"))
+                .filter_map(|l| {
+                    let plain = strip_ansi(l);
+                    let at = plain.find("shard=")? + "shard=".len();
+                    plain[at..]
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    parked_logged.sort_unstable();
+    parked_logged.dedup();
+    let mut expected = waiting.clone();
+    expected.sort_unstable();
+    assert_eq!(
+        parked_logged, expected,
+        "the parked shards are named in the logs"
+    );
+    let ready = listed["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .find(|s| s["state"] == "ready")
+        .and_then(|s| s["id"].as_u64())
+        .expect("a ready shard");
+    let (status, body) = request(
+        &addrs[0],
+        "POST",
+        &format!("/api/v1/shards/{ready}/restart?fresh=true"),
+    );
+    assert_eq!(status, 409, "{body}");
+    let refusal: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(refusal["cost"], 1, "{refusal}");
+    assert_eq!(refusal["remaining"], 10, "{refusal}");
+    assert_eq!(refusal["reserve"], 10, "{refusal}");
+    assert_eq!(sim.stats().identifies, 4);
     assert_clean(&sim, &nodes.iter().collect::<Vec<_>>());
 }

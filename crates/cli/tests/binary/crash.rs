@@ -6,15 +6,7 @@ use std::time::Duration;
 
 use shardkeeper_sim::{Sim, SimConfig, SimHandle, ViolationKind};
 
-use crate::support::{SIM_TOKEN, binary, ready_shards, run_against, wait_for};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use crate::support::{SIM_TOKEN, binary, ready_shards, run_against, runtime, wait_for};
 
 fn sim(runtime: &tokio::runtime::Runtime, config: SimConfig) -> SimHandle {
     runtime

@@ -22,7 +22,8 @@ pub(crate) fn admin_addr(node: &Running) -> String {
         .to_owned()
 }
 
-fn strip_ansi(text: &str) -> String {
+/// `text` without terminal colour codes.
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::new();
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

@@ -3,9 +3,11 @@
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
 mod cluster;
+mod cluster_faults;
 mod commands;
 mod crash;
 mod http;
 mod nodes;
+mod proxy;
 mod slow_reader;
 mod support;

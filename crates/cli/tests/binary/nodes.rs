@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shardkeeper_sim::SimHandle;
+use shardkeeper_sim::{Sim, SimConfig, SimHandle};
 
 use crate::support::{ADMIN_TOKEN, Running, SIM_TOKEN, binary};
 
@@ -46,7 +46,14 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .args(["--daemonize", "no"])
             .stdout(log)
             .stderr(Stdio::null())
@@ -55,7 +62,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.try_cli(&["PING"]).is_some_and(|answer| answer == "PONG") {
+            if self
+                .try_cli(&["PING"])
+                .is_some_and(|answer| answer == "PONG")
+            {
                 return true;
             }
             if self
@@ -90,6 +100,59 @@ impl RedisServer {
     pub(crate) fn cli(&self, args: &[&str]) -> String {
         self.try_cli(args)
             .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `kill -9`: the server dies at once, with what its AOF holds on disk.
+    pub(crate) fn kill9(&mut self) {
+        let mut child = self.child.take().expect("redis-server is running");
+        child.kill().expect("kill -9 redis-server");
+        child.wait().expect("redis-server exits");
+    }
+
+    /// Deletes everything the (stopped) server persisted in its directory: the next
+    /// start is empty.
+    pub(crate) fn wipe(&self) {
+        assert!(self.child.is_none(), "wipe a stopped server");
+        for entry in std::fs::read_dir(&self.dir).expect("redis dir").flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // redis-<port>[-<n>].log: the server's own logs stay.
+            if name.starts_with("redis-") {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("remove the AOF directory");
+            } else {
+                std::fs::remove_file(&path).expect("remove a data file");
+            }
+        }
+    }
+
+    /// Starts the (stopped) server again on the same port and directory; the log of
+    /// the run before is kept beside the new one.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart a stopped server");
+        let log = self.dir.join(format!("redis-{}.log", self.port));
+        let kept = self
+            .dir
+            .join(format!("redis-{}-{}.log", self.port, unique()));
+        let _ = std::fs::rename(&log, kept);
+        for _ in 0..5 {
+            if self.spawn() {
+                return;
+            }
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not start again on port {}", self.port);
     }
 }
 
@@ -133,7 +196,10 @@ pub(crate) fn node(
         .env("SHARDKEEPER_CLUSTER__LEASE_MS", LEASE_MS.to_string())
         .env(
             "SHARDKEEPER_EVENTS__SINKS",
-            format!(r#"["file:{}"]"#, dir.join(format!("events-{id}.ndjson")).display()),
+            format!(
+                r#"["file:{}"]"#,
+                dir.join(format!("events-{id}.ndjson")).display()
+            ),
         );
     for (key, value) in extra {
         command.env(key, value);
@@ -192,4 +258,25 @@ pub(crate) fn lost(sim: &SimHandle, dir: &Path) -> Vec<String> {
 /// Lines of a node's log that mention `needle`.
 pub(crate) fn count_in_log(node: &Running, needle: &str) -> usize {
     node.log().lines().filter(|l| l.contains(needle)).count()
+}
+
+/// A simulator of `shards` shards in `max_concurrency` buckets, sending `rate` events
+/// per second per shard; `config` sets the rest.
+pub(crate) fn sim(
+    runtime: &tokio::runtime::Runtime,
+    shards: u32,
+    max_concurrency: u32,
+    rate: f64,
+    config: SimConfig,
+) -> SimHandle {
+    runtime
+        .block_on(Sim::start(SimConfig {
+            token: SIM_TOKEN.into(),
+            shards,
+            max_concurrency,
+            identify_window: Duration::from_millis(200),
+            events_per_sec: rate,
+            ..config
+        }))
+        .expect("simulator starts")
 }

@@ -133,3 +133,12 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, check: impl Fn() -> bool) 
 pub(crate) fn ready_shards(stats: &Stats) -> usize {
     stats.shards.values().filter(|s| s.state == "ready").count()
 }
+
+/// A runtime for the simulator the test runs in its own process.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
