@@ -530,11 +530,16 @@ impl Control {
                     next = next.min(Instant::now() + wait);
                 }
                 crate::link::Verdict::Budget(remaining) => {
-                    tracing::warn!(
-                        shard,
-                        remaining,
-                        "session start budget at its reserve; shard parked until it resets"
-                    );
+                    // The budget is shared: every waiting shard is parked, each told once.
+                    for &parked in self.waiting.keys() {
+                        if self.parked.insert(parked) {
+                            tracing::warn!(
+                                shard = parked,
+                                remaining,
+                                "session start budget at its reserve; shard parked until it resets"
+                            );
+                        }
+                    }
                     break;
                 }
                 crate::link::Verdict::Unknown => {

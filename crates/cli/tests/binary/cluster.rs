@@ -347,31 +347,35 @@ fn a_budget_at_its_reserve_parks_shards_visibly_and_refuses_costly_restarts() {
     let identify = get_json(&addrs[1], "/api/v1/identify");
     assert_eq!(identify["remaining"], 10, "{identify}");
     assert_eq!(identify["reserve"], 10, "{identify}");
-    let mut parked_logged: Vec<u64> = nodes
-        .iter()
-        .flat_map(|n| {
-            n.log()
-                .lines()
-                .filter(|l| l.contains("shard parked until it resets"))
-                .filter_map(|l| {
-                    let plain = strip_ansi(l);
-                    let at = plain.find("shard=")? + "shard=".len();
-                    plain[at..]
-                        .split(|c: char| !c.is_ascii_digit())
-                        .next()?
-                        .parse()
-                        .ok()
-                })
-                .collect::<Vec<u64>>()
-        })
-        .collect();
-    parked_logged.sort_unstable();
-    parked_logged.dedup();
     let mut expected = waiting.clone();
     expected.sort_unstable();
-    assert_eq!(
-        parked_logged, expected,
-        "the parked shards are named in the logs"
+    let parked_logged = || {
+        let mut named: Vec<u64> = nodes
+            .iter()
+            .flat_map(|n| {
+                n.log()
+                    .lines()
+                    .filter(|l| l.contains("shard parked until it resets"))
+                    .filter_map(|l| {
+                        let plain = strip_ansi(l);
+                        let at = plain.find("shard=")? + "shard=".len();
+                        plain[at..]
+                            .split(|c: char| !c.is_ascii_digit())
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .collect::<Vec<u64>>()
+            })
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        named
+    };
+    wait_for(
+        "the parked shards named in the logs",
+        Duration::from_secs(5),
+        || parked_logged() == expected,
     );
     let ready = listed["shards"]
         .as_array()
