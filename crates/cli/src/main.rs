@@ -15,7 +15,7 @@
 mod bench;
 mod config;
 mod demo;
-mod redis_server;
+mod node_process;
 mod run;
 mod shards;
 mod sim;

@@ -19,6 +19,8 @@ use crate::view::identify_status;
 /// Most shards a node hands to others per tick, so a joining node takes its share a
 /// few at a time.
 const HANDOVERS_PER_TICK: usize = 8;
+/// Most shards a node claims per tick (the rest wait for the next one).
+const CLAIMS_PER_TICK: usize = 128;
 /// Longest tick: the reconcile pace even with a long lease.
 const MAX_TICK: Duration = Duration::from_millis(500);
 /// How long an orphan waits for its target before the next node in rank may take it,
@@ -420,7 +422,13 @@ impl Control {
         if handovers > 0 {
             tracing::info!(node = %me, shards = handovers, "handing shards over to their new nodes");
         }
-        for shard in claims {
+        if !claims.is_empty() {
+            // Nodes that saw the same orphans in the same instant do not all knock at
+            // once, and RESUMEs go out a bounded number at a time.
+            let jitter = rand::random::<u64>() % (millis(self.tick) / 4).clamp(1, 100);
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+        for shard in claims.into_iter().take(CLAIMS_PER_TICK) {
             let Some(value) = self.redis(inner.link.claim(&inner.identity, shard).await) else {
                 break;
             };

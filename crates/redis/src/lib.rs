@@ -24,6 +24,7 @@ mod metrics;
 mod node;
 mod remote;
 mod seams;
+pub mod server;
 mod settings;
 mod view;
 

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use shardkeeper_sim::SimConfig;
 
 use super::harness::{BenchSim, Scratch, TOKEN, wait_until};
-use crate::redis_server::{NodeSpec, Reaped, RedisServer, free_port};
+use shardkeeper_redis::server::{Reaped, RedisServer, free_port};
+
+use crate::node_process::NodeSpec;
 
 /// The lease the target is set against.
 const LEASE_MS: u64 = 3000;
@@ -41,7 +43,8 @@ pub(crate) fn failover(shards: u32, rate: f64) -> anyhow::Result<Value> {
         ..SimConfig::default()
     })?;
     let dir = Scratch::new("failover")?;
-    let redis = RedisServer::start(&dir.join("redis"))?;
+    let redis = RedisServer::start(&dir.join("redis"))
+        .context("bench failover runs a redis-server of its own")?;
     let mut nodes = start_nodes(&sim, &redis, &dir, shards)?;
     let mut conn = redis::Client::open(redis.url())?.get_connection()?;
     wait_until("every shard ready", Duration::from_secs(300), || {

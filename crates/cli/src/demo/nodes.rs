@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use shardkeeper_sim::SimHandle;
 
-use crate::redis_server::{NodeSpec, Reaped, RedisServer, free_port};
+use shardkeeper_redis::server::{Reaped, RedisServer, free_port};
+
+use crate::node_process::NodeSpec;
 
 /// Lease of the demo's nodes: a killed node's shards move within a few seconds.
 const DEMO_LEASE_MS: u64 = 3000;
@@ -36,7 +38,8 @@ pub(super) async fn run(plan: Plan<'_>, shutdown: crate::Shutdown) -> anyhow::Re
 }
 
 async fn run_in(plan: &Plan<'_>, shutdown: crate::Shutdown, dir: &Path) -> anyhow::Result<()> {
-    let redis = RedisServer::start(&dir.join("redis"))?;
+    let redis = RedisServer::start(&dir.join("redis"))
+        .context("demo --nodes runs a redis-server of its own")?;
     let exe = std::env::current_exe().context("finding this program to start the nodes")?;
     let mut nodes = Vec::new();
     for i in 0..plan.nodes {

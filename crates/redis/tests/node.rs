@@ -1,0 +1,223 @@
+//! A node's seams against a real `redis-server` on a free port, in process: the test
+//! plays the supervisor (it calls `released` when a shard leaves a node's set). Fast
+//! checks of what the process tests in `crates/cli/tests` show end to end.
+#![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shardkeeper_cluster::{
+    Change, Placement, RestClient, SessionBatch, ShardSet, StoredSession, client_config,
+};
+use shardkeeper_protocol::Token;
+use shardkeeper_redis::server::RedisServer;
+use shardkeeper_redis::{Node, NodeConfig};
+use shardkeeper_sim::{Sim, SimConfig, SimHandle};
+
+const TOKEN: &str = "node-test-token";
+const WINDOW: Duration = Duration::from_millis(300);
+const MARGIN: Duration = Duration::from_millis(50);
+
+struct World {
+    sim: SimHandle,
+    redis: Option<RedisServer>,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn world(total: u32) -> World {
+    let sim = Sim::start(SimConfig {
+        token: TOKEN.into(),
+        shards: total,
+        max_concurrency: 1,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(&dir.path().join("redis")).expect("redis-server");
+    World {
+        sim,
+        url: redis.url(),
+        redis: Some(redis),
+        _dir: dir,
+    }
+}
+
+async fn join(world: &World, id: &str, total: u32) -> Node {
+    let tls = client_config(None).expect("tls");
+    let rest = RestClient::new(&world.sim.api_base(), Token::new(TOKEN), tls).expect("rest");
+    let config = NodeConfig {
+        url: world.url.clone(),
+        namespace: "test".into(),
+        node_id: id.into(),
+        lease: Duration::from_millis(1500),
+        capacity: 0,
+        admin_url: String::new(),
+        ids: None,
+        total,
+        max_concurrency: 1,
+        identify_window: WINDOW,
+        identify_margin: MARGIN,
+        reserve: Some(0),
+    };
+    Node::join(config, rest).await.expect("joins")
+}
+
+/// Plays the supervisor for `node`: releases every shard that leaves its set, and
+/// returns the set's receiver.
+fn supervise(node: &Node) -> tokio::sync::watch::Receiver<ShardSet> {
+    let placement: Arc<dyn Placement> = node.placement();
+    let mut changes = placement.watch();
+    let seen = changes.clone();
+    tokio::spawn(async move {
+        let mut running = changes.borrow_and_update().clone();
+        while changes.changed().await.is_ok() {
+            let now = changes.borrow_and_update().clone();
+            for gone in running.difference(&now) {
+                placement.released(*gone);
+            }
+            running = now;
+        }
+    });
+    seen
+}
+
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two nodes, each running a share; returns their sets.
+async fn pair(
+    world: &World,
+    total: u32,
+) -> (
+    Node,
+    tokio::sync::watch::Receiver<ShardSet>,
+    Node,
+    tokio::sync::watch::Receiver<ShardSet>,
+) {
+    let a = join(world, "a", total).await;
+    let a_set = supervise(&a);
+    until("a runs every shard", || {
+        a_set.borrow().len() == total as usize
+    })
+    .await;
+    let b = join(world, "b", total).await;
+    let b_set = supervise(&b);
+    until("both run a share, every shard once", || {
+        let (x, y) = (a_set.borrow().clone(), b_set.borrow().clone());
+        !x.is_empty() && !y.is_empty() && x.is_disjoint(&y) && x.len() + y.len() == total as usize
+    })
+    .await;
+    (a, a_set, b, b_set)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_split_the_shards_and_a_leaving_one_hands_them_all_over() {
+    let total = 8;
+    let world = world(total).await;
+    let (a, a_set, b, _) = pair(&world, total).await;
+    b.leave(Duration::from_secs(10)).await;
+    until("a runs every shard again", || {
+        a_set.borrow().len() == total as usize
+    })
+    .await;
+    assert!(a.counters().claims.load(Ordering::Relaxed) > total.into());
+}
+
+fn session(seq: u64) -> StoredSession {
+    StoredSession {
+        session_id: "s".into(),
+        resume_gateway_url: "ws://x".into(),
+        seq,
+        total: 2,
+        updated: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_a_shard_cannot_write_its_session() {
+    let total = 2;
+    let world = world(total).await;
+    let a = join(&world, "a", total).await;
+    let a_set = supervise(&a);
+    until("a runs both shards", || a_set.borrow().len() == 2).await;
+    let store = a.store();
+    let batch: SessionBatch = [(0, Change::Save(session(5)))].into_iter().collect();
+    tokio::task::spawn_blocking({
+        let store = Arc::clone(&store);
+        move || store.write_sessions(&batch)
+    })
+    .await
+    .expect("joined")
+    .expect("written");
+    // Someone else owns shard 0 now (as after a lapse and another node's claim).
+    let client = redis::Client::open(world.url.as_str()).expect("client");
+    let mut conn = client.get_connection().expect("connection");
+    let _: () = redis::cmd("SET")
+        .arg("test:owner:0")
+        .arg("other:99")
+        .query(&mut conn)
+        .expect("set");
+    let batch: SessionBatch = [(0, Change::Save(session(9)))].into_iter().collect();
+    let loaded = tokio::task::spawn_blocking(move || {
+        store
+            .write_sessions(&batch)
+            .expect("a refusal is not an error");
+        store.load_sessions().expect("loads")
+    })
+    .await
+    .expect("joined");
+    assert_eq!(
+        loaded.get(&0).map(|s| s.seq),
+        Some(5),
+        "the old owner's write was refused"
+    );
+    assert_eq!(a.counters().fenced_writes.load(Ordering::Relaxed), 1);
+    until("a stops running the shard it lost", || {
+        !a_set.borrow().contains(&0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_of_one_bucket_are_spaced_across_nodes_and_stop_without_redis() {
+    let total = 4;
+    let mut world = world(total).await;
+    let (a, a_set, b, b_set) = pair(&world, total).await;
+    let on_a = *a_set.borrow().iter().next().expect("a shard on a");
+    let on_b = *b_set.borrow().iter().next().expect("a shard on b");
+    let mut granted = Vec::new();
+    for (node, shard) in [(&a, on_a), (&b, on_b)] {
+        let permits = node.permits();
+        let grant = tokio::time::timeout(Duration::from_secs(15), permits.ask(shard))
+            .await
+            .expect("a grant in time")
+            .expect("granted");
+        assert_eq!(grant.bucket, 0);
+        granted.push(Instant::now());
+        permits.written(shard, Instant::now());
+    }
+    let gap = granted[1] - granted[0];
+    assert!(
+        gap >= WINDOW + MARGIN,
+        "two IDENTIFYs of one bucket {gap:?} apart"
+    );
+
+    // Redis gone: no grant at all (fail closed).
+    drop(world.redis.take());
+    let shard = *a_set.borrow().iter().last().expect("a shard");
+    let asked = a.permits().ask(shard);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), asked)
+            .await
+            .is_err(),
+        "a grant without Redis"
+    );
+}
