@@ -144,15 +144,19 @@ end
 -- Shard snapshots for the cluster-wide admin view, fenced per shard like sessions.
 -- KEYS: status, then one owner key per snapshot
 -- ARGV: node, then shard, epoch and the snapshot JSON per owner key
+-- Returns how many snapshots were refused.
 local function status(keys, args)
   local node = args[1]
+  local refused = 0
   for i = 2, #keys do
     local shard, epoch, snapshot = args[3 * i - 4], args[3 * i - 3], args[3 * i - 2]
     if redis.call('GET', keys[i]) == node .. ':' .. epoch then
       redis.call('HSET', keys[1], shard, snapshot)
+    else
+      refused = refused + 1
     end
   end
-  return 1
+  return refused
 end
 
 -- One identify permit.

@@ -15,7 +15,7 @@ use shardkeeper_cluster::{
 };
 
 use crate::link::Link;
-use crate::node::{Inner, NodeInfo};
+use crate::node::{Inner, NodeCounters, NodeInfo};
 
 /// How long a forwarded command waits for the owner's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,11 +130,9 @@ pub(crate) async fn publish(inner: &Inner) -> Result<(), RedisError> {
     if keys.len() == 1 {
         return Ok(());
     }
-    inner
-        .link
-        .fcall::<i64>("sk1_status", &keys, &args)
-        .await
-        .map(drop)
+    let refused: u64 = inner.link.fcall("sk1_status", &keys, &args).await?;
+    NodeCounters::add(&inner.counters.fenced_writes, refused);
+    Ok(())
 }
 
 /// Every shard as its owner last published it; a shard no node runs reads idle.

@@ -223,6 +223,40 @@ fn conflicts_with_the_cluster_exit_2_naming_the_key() {
     assert_clean(&sim, &[&first]);
 }
 
+/// A command that names an epoch the owner (node b) no longer holds is answered
+/// "moved", not carried out (the sender then asks the new owner).
+fn a_stale_command_is_answered_moved(redis: &RedisServer, owner: &str, target: u64) {
+    let target_id = target.to_string();
+    redis.cli(&[
+        "XADD",
+        "shardkeeper:commands:b",
+        "*",
+        "id",
+        "stale",
+        "shard",
+        &target_id,
+        "epoch",
+        "999999",
+        "command",
+        r#"{"action":"stop"}"#,
+    ]);
+    wait_for(
+        "the stale command answered",
+        Duration::from_secs(10),
+        || {
+            redis
+                .cli(&["GET", "shardkeeper:reply:stale"])
+                .contains("moved")
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        get_json(owner, &format!("/api/v1/shards/{target}"))["state"],
+        "ready",
+        "a stale command is not carried out"
+    );
+}
+
 #[test]
 fn every_node_answers_for_the_whole_cluster_and_carries_commands_to_the_owner() {
     let shards = 6;
@@ -281,6 +315,7 @@ fn every_node_answers_for_the_whole_cluster_and_carries_commands_to_the_owner() 
     wait_for("the shard ready again", Duration::from_secs(10), || {
         get_json(&addrs[0], &format!("/api/v1/shards/{target}"))["state"] == "ready"
     });
+    a_stale_command_is_answered_moved(&redis, &addrs[1], target);
     let (status, _) = request(&addrs[0], "POST", &format!("/api/v1/shards/{shards}/stop"));
     assert_eq!(status, 404, "a shard id beyond the count");
 
