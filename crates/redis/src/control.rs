@@ -10,15 +10,21 @@ use std::time::{Duration, Instant};
 use shardkeeper_cluster::{Fence, Grant, RestClient, ShardSet};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::assign::Assignment;
 use crate::error::NodeError;
-use crate::link::{GrantAsk, Identity, Link, epoch_of};
+use crate::link::{GrantAsk, Identity, Link};
 use crate::node::{GRANT_VALIDITY, Inner, NodeConfig, NodeCounters};
 use crate::view::identify_status;
+
+mod permits;
+mod placement;
 
 /// Most shards a node hands to others per tick, so a joining node takes its share a
 /// few at a time.
 const HANDOVERS_PER_TICK: usize = 8;
+/// Ticks between two prunings of dead nodes' descriptions.
+const PRUNE_EVERY: u64 = 120;
+/// How long a dead node's description stays listed in Redis.
+const FORGET_DEAD_AFTER_MS: u64 = 3_600_000;
 /// Most shards a node claims per tick (the rest wait for the next one).
 const CLAIMS_PER_TICK: usize = 128;
 /// Longest tick: the reconcile pace even with a long lease.
@@ -74,6 +80,8 @@ pub(crate) struct Control {
     halted: bool,
     /// Shards told they wait for the budget to reset (told once).
     parked: BTreeSet<u32>,
+    /// Ticks so far.
+    rounds: u64,
 }
 
 impl Control {
@@ -137,6 +145,7 @@ impl Control {
                 budget_due: true,
                 halted: false,
                 parked: BTreeSet::new(),
+                rounds: 0,
             },
             inner,
         ))
@@ -251,6 +260,10 @@ impl Control {
         }
         self.reconcile(&view).await;
         self.refresh_budget(&view);
+        self.rounds += 1;
+        if self.rounds.is_multiple_of(PRUNE_EVERY) {
+            self.prune(&view).await;
+        }
         let published = crate::remote::publish(&inner).await;
         self.redis(published);
         inner.counters.waiting.store(
@@ -367,227 +380,6 @@ impl Control {
                 self.redis::<()>(Err(err));
             }
         }
-    }
-
-    /// Claims the orphans placement gives this node and hands over the shards it gives
-    /// to others.
-    async fn reconcile(&mut self, view: &crate::link::View) {
-        let inner = Arc::clone(&self.inner);
-        let me = &inner.identity.id;
-        let live = crate::view::candidates(view, me, self.leaving.is_some());
-        let assignment = Assignment::new(inner.config.total, &live);
-        let mine = live.iter().position(|c| &c.id == me);
-        let now = Instant::now();
-        let round = inner.config.lease + TAKEOVER_SLACK;
-        let mut claims = Vec::new();
-        let mut handovers = 0;
-        // Leaving, everything goes at once: the others resume each shard as it comes.
-        let bound = if self.leaving.is_some() {
-            usize::MAX
-        } else {
-            HANDOVERS_PER_TICK
-        };
-        let held = inner.held().clone();
-        for (shard, owner) in (0..inner.config.total).zip(&view.owners) {
-            if let Some((node, _)) = owner.as_deref().and_then(|v| v.rsplit_once(':')) {
-                self.last_owner.insert(shard, node.to_owned());
-            }
-            match owner {
-                Some(value)
-                    if held
-                        .get(&shard)
-                        .is_some_and(|&e| epoch_of(value, me) == Some(e)) =>
-                {
-                    self.orphan_since.remove(&shard);
-                    let keep = mine.is_some() && assignment.target(shard) == mine;
-                    if !keep && handovers < bound && self.handing_over.insert(shard) {
-                        handovers += 1;
-                    }
-                }
-                Some(_) => {
-                    self.orphan_since.remove(&shard);
-                }
-                None if held.contains_key(&shard) => {}
-                None => {
-                    let since = *self.orphan_since.entry(shard).or_insert(now);
-                    let rounds = (now - since).as_millis() / round.as_millis().max(1);
-                    let taker =
-                        assignment.taker(shard, usize::try_from(rounds).unwrap_or(usize::MAX));
-                    if mine.is_some() && taker == mine && !view.grace {
-                        claims.push(shard);
-                    }
-                }
-            }
-        }
-        if handovers > 0 {
-            tracing::info!(node = %me, shards = handovers, "handing shards over to their new nodes");
-        }
-        if !claims.is_empty() {
-            // Nodes that saw the same orphans in the same instant do not all knock at
-            // once, and RESUMEs go out a bounded number at a time.
-            let jitter = rand::random::<u64>() % (millis(self.tick) / 4).clamp(1, 100);
-            tokio::time::sleep(Duration::from_millis(jitter)).await;
-        }
-        for shard in claims.into_iter().take(CLAIMS_PER_TICK) {
-            let Some(value) = self.redis(inner.link.claim(&inner.identity, shard).await) else {
-                break;
-            };
-            if let Some(epoch) = epoch_of(&value, me) {
-                NodeCounters::add(&inner.counters.claims, 1);
-                let previous = self.last_owner.get(&shard);
-                if previous.is_some_and(|node| !live.iter().any(|c| &c.id == node)) {
-                    NodeCounters::add(&inner.counters.failovers, 1);
-                }
-                self.orphan_since.remove(&shard);
-                inner.held().insert(shard, epoch);
-                tracing::info!(node = %me, shard, epoch, "shard claimed");
-            }
-        }
-        let running: ShardSet = inner
-            .held()
-            .keys()
-            .copied()
-            .filter(|s| !self.handing_over.contains(s))
-            .collect();
-        publish(&inner, running);
-    }
-
-    /// The supervisor stopped a shard and stored its session: give the claim up.
-    async fn released(&mut self, shard: u32) {
-        self.handing_over.remove(&shard);
-        self.inner
-            .written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&shard);
-        let epoch = self.inner.held().remove(&shard);
-        if let Some(epoch) = epoch {
-            let inner = Arc::clone(&self.inner);
-            self.redis(inner.link.release(&inner.identity, shard, epoch).await);
-            NodeCounters::add(&inner.counters.handovers, 1);
-            tracing::info!(node = %inner.identity.id, shard, "shard released");
-        }
-        self.finish_leaving().await;
-    }
-
-    /// Once every shard is handed over, the node leaves the namespace.
-    async fn finish_leaving(&mut self) {
-        if self.leaving.is_some() && self.inner.held().is_empty() {
-            let inner = Arc::clone(&self.inner);
-            self.redis(inner.link.leave(&inner.identity).await);
-            if let Some(done) = self.leaving.take() {
-                tracing::info!(node = %inner.identity.id, "every shard handed over; left the cluster");
-                let _ = done.send(());
-            }
-        }
-    }
-
-    /// Asks Redis for the permits waiting shards need, lowest shard id first, one
-    /// request per bucket per pass. Any doubt means no grant: the shard waits.
-    async fn permits(&mut self) {
-        let inner = Arc::clone(&self.inner);
-        let config = &inner.config;
-        let mut next = Instant::now() + RETRY;
-        let mut asked = BTreeSet::new();
-        let shards: Vec<u32> = self.waiting.keys().copied().collect();
-        for shard in shards {
-            let bucket = shard % config.max_concurrency.max(1);
-            let epoch = inner.held().get(&shard).copied();
-            let (Some(epoch), Some(waiter)) = (epoch, self.waiting.get(&shard)) else {
-                continue;
-            };
-            if waiter.reply.is_closed() {
-                self.waiting.remove(&shard);
-                continue;
-            }
-            if !asked.insert(bucket) {
-                continue;
-            }
-            let ask = GrantAsk {
-                shard,
-                epoch,
-                bucket,
-                request: waiter.request,
-                spacing_ms: millis(spacing(config)),
-                validity_ms: millis(GRANT_VALIDITY),
-                reserve: reserve(config, budget_total(&inner)),
-            };
-            let sent = Instant::now();
-            let Some(verdict) = self.redis(inner.link.grant(&inner.identity, &ask).await) else {
-                break;
-            };
-            match verdict {
-                crate::link::Verdict::Grant(valid_ms) => {
-                    let Some(waiter) = self.waiting.remove(&shard) else {
-                        continue;
-                    };
-                    // Valid from before the request was sent, less a margin for the
-                    // hop to the shard's socket.
-                    let deadline = sent + Duration::from_millis(valid_ms - valid_ms / 4);
-                    self.parked.remove(&shard);
-                    if Instant::now() < deadline && waiter.reply.send(Grant { bucket }).is_ok() {
-                        NodeCounters::add(&inner.counters.grants, 1);
-                        self.granted.insert(shard, (ask, sent));
-                    } else {
-                        self.redis(inner.link.unused(shard, waiter.request).await);
-                    }
-                }
-                crate::link::Verdict::Wait(ms) => {
-                    // Another node's IDENTIFY may shorten the wait: look again soon.
-                    let wait = Duration::from_millis(ms.max(1)).min(POLL);
-                    next = next.min(Instant::now() + wait);
-                }
-                crate::link::Verdict::Budget(remaining) => {
-                    // The budget is shared: every waiting shard is parked, each told once.
-                    for &parked in self.waiting.keys() {
-                        if self.parked.insert(parked) {
-                            tracing::warn!(
-                                shard = parked,
-                                remaining,
-                                "session start budget at its reserve; shard parked until it resets"
-                            );
-                        }
-                    }
-                    break;
-                }
-                crate::link::Verdict::Unknown => {
-                    self.budget_due = true;
-                    break;
-                }
-                crate::link::Verdict::NotOwner => {}
-            }
-        }
-        self.next_permits = next;
-    }
-
-    /// Starts a refresh of the shared budget from `/gateway/bot` when it is unknown,
-    /// past its reset or a minute old; one node at a time holds the refresh lease.
-    fn refresh_budget(&mut self, view: &crate::link::View) {
-        let due = self.budget_due
-            || view
-                .budget_field("fetched_at")
-                .is_none_or(|at| view.redis_now_ms.saturating_sub(at) >= REFRESH_EVERY_MS)
-            || view
-                .budget_field("reset_at")
-                .is_none_or(|at| view.redis_now_ms >= at);
-        let mut refreshing = self
-            .refreshing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !due || *refreshing {
-            return;
-        }
-        *refreshing = true;
-        self.budget_due = false;
-        let flag = Arc::clone(&self.refreshing);
-        let inner = Arc::clone(&self.inner);
-        let rest = self.rest.clone();
-        tokio::spawn(async move {
-            crate::settings::refresh_budget(&inner, &rest).await;
-            *flag
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
-        });
     }
 }
 

@@ -9,7 +9,8 @@
 //! `library.lua`, so the checks happen inside Redis.
 //!
 //! Layout: `node.rs` (joining, leaving, shared state), `control.rs` (the control loop
-//! and the watchdog that fences), `assign.rs` (pure placement), `link.rs` + `keys.rs`
+//! and the watchdog that fences; `control/placement.rs` claims and hands over,
+//! `control/permits.rs` asks for identify permits), `assign.rs` (pure placement), `link.rs` (+ `link/view.rs`) + `keys.rs`
 //! (the typed calls and the key layout), `seams.rs` (the trait implementations),
 //! `remote.rs` (the cluster-wide view, forwarded commands, audit), `metrics.rs`,
 //! `settings.rs` (start-up checks, joining, the budget refresh), `view.rs` (what a
