@@ -88,6 +88,10 @@ pub enum StoreError {
 pub trait SessionStore: Send + Sync + 'static {
     /// Every stored session, by shard id.
     fn load_sessions(&self) -> Result<HashMap<u32, StoredSession>, StoreError>;
+    /// One shard's stored session (a shard assigned while running reads only its own).
+    fn load_session(&self, shard: u32) -> Result<Option<StoredSession>, StoreError> {
+        Ok(self.load_sessions()?.remove(&shard))
+    }
     /// The last identify schedule snapshot.
     fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError>;
     /// Writes a batch of session changes durably before returning, all or nothing.

@@ -114,12 +114,8 @@ impl Supervisor {
     /// handed it over).
     fn load(&self, id: u32) -> Option<ResumeInfo> {
         let ledger = &self.shared.ledger;
-        match ledger.resumable(
-            &|shard| shard == id,
-            self.shared.total,
-            self.setup.session_max_age,
-        ) {
-            Ok(mut sessions) => sessions.remove(&id),
+        match ledger.resumable_shard(id, self.shared.total, self.setup.session_max_age) {
+            Ok(resume) => resume,
             Err(err) => {
                 tracing::error!(shard = id, %err, "cannot read the stored session; identifying");
                 None

@@ -241,6 +241,13 @@ impl Link {
         self.fcall("sk1_save", &keys, &args).await
     }
 
+    /// One shard's stored session JSON.
+    pub(crate) async fn session(&self, shard: u32) -> Result<Option<String>, RedisError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.keys.sessions()).arg(shard);
+        self.query(&cmd).await
+    }
+
     /// Every stored session, as JSON by shard.
     pub(crate) async fn sessions(&self) -> Result<Vec<(String, String)>, RedisError> {
         let mut cmd = redis::cmd("HGETALL");

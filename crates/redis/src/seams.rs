@@ -119,6 +119,21 @@ impl SessionStore for Seams {
         Ok(sessions)
     }
 
+    fn load_session(&self, shard: u32) -> Result<Option<StoredSession>, StoreError> {
+        let link = self.0.link.clone();
+        let json = self.block(async move { link.session(shard).await })?;
+        Ok(json.and_then(|json| {
+            let stored = serde_json::from_str(&json).ok();
+            if stored.is_none() {
+                tracing::warn!(
+                    shard,
+                    "unreadable session record in Redis; that shard identifies"
+                );
+            }
+            stored
+        }))
+    }
+
     /// The schedule lives in Redis itself, not in snapshots.
     fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError> {
         Ok(None)

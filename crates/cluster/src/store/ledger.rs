@@ -71,34 +71,59 @@ impl SessionLedger {
         total: u32,
         max_age: Duration,
     ) -> Result<HashMap<u32, ResumeInfo>, StoreError> {
-        let now = clock::wall_ms();
-        let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
         let mut usable = HashMap::new();
         for (shard, stored) in self.store.load_sessions()? {
-            if !shards(shard) {
-                continue;
+            if shards(shard)
+                && let Some(info) = self.usable(shard, &stored, total, max_age)
+            {
+                usable.insert(shard, info);
             }
-            let age = now.saturating_sub(stored.updated);
-            if stored.total != total {
-                tracing::info!(
-                    shard,
-                    stored_total = stored.total,
-                    total,
-                    "shard count changed; discarding the stored session"
-                );
-            } else if age > max_age_ms {
-                tracing::info!(
-                    shard,
-                    age_s = age / 1000,
-                    "stored session too old to resume; discarding it"
-                );
-            } else {
-                usable.insert(shard, stored.resume_info());
-                continue;
-            }
-            self.forget(shard);
         }
         Ok(usable)
+    }
+
+    /// The stored session of one shard if it can still be resumed (else it is
+    /// forgotten at the next flush), reading only that shard's record.
+    pub fn resumable_shard(
+        &self,
+        shard: u32,
+        total: u32,
+        max_age: Duration,
+    ) -> Result<Option<ResumeInfo>, StoreError> {
+        Ok(self
+            .store
+            .load_session(shard)?
+            .and_then(|stored| self.usable(shard, &stored, total, max_age)))
+    }
+
+    /// What RESUME needs from `stored`, if it is of this shard count and young enough.
+    fn usable(
+        &self,
+        shard: u32,
+        stored: &StoredSession,
+        total: u32,
+        max_age: Duration,
+    ) -> Option<ResumeInfo> {
+        let age = clock::wall_ms().saturating_sub(stored.updated);
+        let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        if stored.total != total {
+            tracing::info!(
+                shard,
+                stored_total = stored.total,
+                total,
+                "shard count changed; discarding the stored session"
+            );
+        } else if age > max_age_ms {
+            tracing::info!(
+                shard,
+                age_s = age / 1000,
+                "stored session too old to resume; discarding it"
+            );
+        } else {
+            return Some(stored.resume_info());
+        }
+        self.forget(shard);
+        None
     }
 
     /// Buffers the deletion of a shard's session.
