@@ -232,11 +232,15 @@ const KEYS: &[Key] = &[
         name: "cluster.url",
         set: |c, v| {
             let url = string(v)?;
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-            {
-                return Err("expected a redis://, rediss:// or unix:// URL".into());
+            if url.starts_with("rediss://") {
+                return Err(
+                    "rediss:// (TLS to Redis) is not built in; reach Redis over a private network \
+                     or a TLS tunnel and use redis://"
+                        .into(),
+                );
+            }
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                return Err("expected a redis:// or unix:// URL".into());
             }
             c.redis_url = Token::new(&url);
             Ok(())

@@ -124,6 +124,7 @@ impl Control {
             handle: std::sync::OnceLock::new(),
             last_ok: Mutex::default(),
             written: Mutex::default(),
+            published: Mutex::default(),
             counters: NodeCounters::default(),
         });
         let tick = (inner.config.lease / 3).min(MAX_TICK);
@@ -312,8 +313,14 @@ impl Control {
             tracing::error!(node = %inner.identity.id, "cannot rejoin the cluster; trying again next tick");
             return;
         }
-        // The owner keys must be back before a fenced write can pass.
+        // The owner keys must be back before a fenced write can pass; every snapshot
+        // goes out again.
         self.renew().await;
+        inner
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         let held = inner.held().clone();
         let changes: Vec<(u32, u64, Option<String>)> = {
             let written = inner

@@ -20,7 +20,7 @@ use crate::link::{Identity, Link};
 pub(crate) const GRANT_VALIDITY: Duration = Duration::from_secs(2);
 
 /// Everything a node needs to join.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// Redis URL (may hold a password; never logged).
     pub url: String,
@@ -47,6 +47,21 @@ pub struct NodeConfig {
     /// Session starts kept back: no grant once the budget is down to this
     /// (`None` = max(10, 5 % of the daily total)).
     pub reserve: Option<u32>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    /// Everything but the URL, which may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("namespace", &self.namespace)
+            .field("node_id", &self.node_id)
+            .field("lease", &self.lease)
+            .field("capacity", &self.capacity)
+            .field("ids", &self.ids)
+            .field("total", &self.total)
+            .field("max_concurrency", &self.max_concurrency)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a node tells the others about itself (the value in the `nodes` hash).
@@ -125,6 +140,8 @@ pub(crate) struct Inner {
     /// The last session JSON Redis took for each shard this node runs, to write again
     /// if Redis loses its data (an idle shard writes nothing new on its own).
     pub(crate) written: Mutex<std::collections::HashMap<u32, String>>,
+    /// The last snapshot JSON published for each shard: only changes are sent again.
+    pub(crate) published: Mutex<std::collections::HashMap<u32, String>>,
 }
 
 impl Inner {

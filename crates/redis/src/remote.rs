@@ -107,7 +107,8 @@ enum Answer {
     },
 }
 
-/// Publishes the snapshots of the shards this node runs.
+/// Publishes the snapshots of the shards this node runs that changed since the last
+/// time (a thousand idle shards send nothing).
 pub(crate) async fn publish(inner: &Inner) -> Result<(), RedisError> {
     let Some(handle) = inner.handle.get() else {
         return Ok(());
@@ -115,23 +116,40 @@ pub(crate) async fn publish(inner: &Inner) -> Result<(), RedisError> {
     let held = inner.held().clone();
     let mut keys = vec![inner.link.keys.status()];
     let mut args = vec![inner.identity.id.clone()];
-    for snapshot in handle.shards() {
-        let Some(epoch) = held.get(&snapshot.id) else {
-            continue;
-        };
-        let Ok(json) = serde_json::to_string(&Published::of(&snapshot)) else {
-            continue;
-        };
-        keys.push(inner.link.keys.owner(snapshot.id));
-        args.push(snapshot.id.to_string());
-        args.push(epoch.to_string());
-        args.push(json);
+    let mut sent = Vec::new();
+    {
+        let mut published = inner
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        published.retain(|shard, _| held.contains_key(shard));
+        for snapshot in handle.shards() {
+            let Some(epoch) = held.get(&snapshot.id) else {
+                continue;
+            };
+            let Ok(json) = serde_json::to_string(&Published::of(&snapshot)) else {
+                continue;
+            };
+            if published.get(&snapshot.id) == Some(&json) {
+                continue;
+            }
+            keys.push(inner.link.keys.owner(snapshot.id));
+            args.push(snapshot.id.to_string());
+            args.push(epoch.to_string());
+            args.push(json.clone());
+            sent.push((snapshot.id, json));
+        }
     }
-    if keys.len() == 1 {
+    if sent.is_empty() {
         return Ok(());
     }
     let refused: u64 = inner.link.fcall("sk1_status", &keys, &args).await?;
     NodeCounters::add(&inner.counters.fenced_writes, refused);
+    inner
+        .published
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(sent);
     Ok(())
 }
 

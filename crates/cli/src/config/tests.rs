@@ -115,6 +115,13 @@ fn errors_name_the_key_and_its_origin() {
         ),
         ("SHARDKEEPER_STORE__PATH", "\" \"", "store.path"),
         ("SHARDKEEPER_SHARDS__TOTL", "3", "shards.totl"),
+        (
+            "SHARDKEEPER_CLUSTER__URL",
+            "rediss://cache.example:6380",
+            "cluster.url",
+        ),
+        ("SHARDKEEPER_CLUSTER__MODE", "raft", "cluster.mode"),
+        ("SHARDKEEPER_CLUSTER__LEASE_MS", "10", "cluster.lease_ms"),
     ];
     for (var, value, key) in cases {
         let err = Config::load(None, [(var.to_owned(), value.to_owned())])
