@@ -59,7 +59,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             let builder = Cluster::builder(cluster_config)
                 .placement(node.placement())
                 .permits(node.permits())
-                .store(node.store())
+                .session_store(node.store())
                 .peers(node.peers());
             (builder, Some(node))
         }

@@ -22,7 +22,7 @@ use crate::persist::{Persister, health_cell};
 use crate::placement::{Placement, StaticPlacement};
 use crate::shard::Shared;
 use crate::sink::{EventSink, Sinks};
-use crate::store::{MemoryStore, SessionLedger, SessionStore};
+use crate::store::{MemoryStore, ScheduleStore, SessionLedger, SessionStore};
 use crate::supervisor::{Setup, Supervisor};
 use crate::transport::rest::RestClient;
 use crate::transport::tls;
@@ -37,7 +37,8 @@ impl Cluster {
     pub fn builder(config: ClusterConfig) -> ClusterBuilder {
         ClusterBuilder {
             config,
-            store: None,
+            sessions: None,
+            schedule: None,
             sinks: Sinks::default(),
             placement: None,
             permits: None,
@@ -49,7 +50,8 @@ impl Cluster {
 /// Collects the store and sinks, then starts the cluster.
 pub struct ClusterBuilder {
     config: ClusterConfig,
-    store: Option<Arc<dyn SessionStore>>,
+    sessions: Option<Arc<dyn SessionStore>>,
+    schedule: Option<Arc<dyn ScheduleStore>>,
     sinks: Sinks,
     placement: Option<Arc<dyn Placement>>,
     permits: Option<Arc<dyn PermitSource>>,
@@ -65,10 +67,20 @@ impl std::fmt::Debug for ClusterBuilder {
 }
 
 impl ClusterBuilder {
-    /// Where sessions are kept between runs (default: memory only).
+    /// Where sessions and the identify schedule are kept between runs, e.g. a
+    /// [`SledStore`](crate::SledStore) (default: memory only).
     #[must_use]
-    pub fn store(mut self, store: Arc<dyn SessionStore>) -> Self {
-        self.store = Some(store);
+    pub fn store<S: SessionStore + ScheduleStore>(mut self, store: Arc<S>) -> Self {
+        self.schedule = Some(Arc::clone(&store) as Arc<dyn ScheduleStore>);
+        self.sessions = Some(store);
+        self
+    }
+
+    /// Where sessions are kept, when the identify schedule lives elsewhere (cluster
+    /// mode: with the permit source).
+    #[must_use]
+    pub fn session_store(mut self, sessions: Arc<dyn SessionStore>) -> Self {
+        self.sessions = Some(sessions);
         self
     }
 
@@ -108,13 +120,14 @@ impl ClusterBuilder {
     pub async fn start(self) -> Result<ClusterHandle, ClusterError> {
         let Self {
             config,
-            store,
+            sessions,
+            schedule,
             sinks,
             placement,
             permits,
             peers,
         } = self;
-        let store = store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let store = sessions.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let tls = tls::client_config(config.ca_file.as_deref())?;
         let rest = RestClient::new(
             &config.api_base,
@@ -136,13 +149,14 @@ impl ClusterBuilder {
         let permits = if let Some(permits) = permits {
             permits
         } else {
-            let schedule = restore_schedule(store.as_ref(), &config, &plan, &bot)?;
+            let kept = schedule.unwrap_or_else(|| Arc::new(MemoryStore::default()));
+            let schedule = restore_schedule(kept.as_ref(), &config, &plan, &bot)?;
             let expected: HashSet<u32> = first
                 .iter()
                 .copied()
                 .filter(|id| !stored.contains_key(id))
                 .collect();
-            let local = LocalPermits::start(schedule, expected, Arc::clone(&store), rest);
+            let local = LocalPermits::start(schedule, expected, kept, rest);
             Arc::new(local) as Arc<dyn PermitSource>
         };
         tracing::info!(
@@ -247,7 +261,7 @@ impl Plan {
 /// The identify schedule: the stored snapshot keeps each bucket's last grant (so a
 /// crash loop cannot open a window early); Discord's figures are the truth for the budget.
 fn restore_schedule(
-    store: &dyn SessionStore,
+    store: &dyn ScheduleStore,
     config: &ClusterConfig,
     plan: &Plan,
     bot: &GatewayBot,

@@ -52,6 +52,8 @@
 mod clock;
 mod cluster;
 mod config;
+#[cfg(feature = "contract")]
+pub mod contract;
 mod directory;
 mod error;
 mod event;
@@ -86,8 +88,8 @@ pub use shardkeeper_session::{QuarantinePolicy, StateKind};
 pub use sink::{ChannelSink, Delivery, EventSink, LineSink, Sinks, sink_path};
 pub use snapshot::{BucketView, IdentifyStatus, ShardSnapshot};
 pub use store::{
-    Change, MemoryStore, SessionBatch, SessionLedger, SessionStore, SledStore, StoreError,
-    StoredSession,
+    Change, MemoryStore, ScheduleStore, SessionBatch, SessionLedger, SessionStore, SledStore,
+    StoreError, StoredSession,
 };
 pub use transport::rest::{RestClient, RestError};
 pub use transport::tls::{TlsError, client_config};

@@ -81,10 +81,10 @@ pub enum StoreError {
     },
 }
 
-/// Where sessions and the identify schedule are kept: a backend writes batches and
-/// reads them back. Buffering and the order against the sinks are not its business —
-/// [`SessionLedger`] owns both — so no backend can store a sequence before its event
-/// reached every sink.
+/// Where sessions are kept: a backend writes batches and reads them back. Buffering
+/// and the order against the sinks are not its business — [`SessionLedger`] owns both —
+/// so no backend can store a sequence before its event reached every sink. Every
+/// backend runs the `session_store` suite of the `contract` module (feature `contract`).
 pub trait SessionStore: Send + Sync + 'static {
     /// Every stored session, by shard id.
     fn load_sessions(&self) -> Result<HashMap<u32, StoredSession>, StoreError>;
@@ -92,12 +92,19 @@ pub trait SessionStore: Send + Sync + 'static {
     fn load_session(&self, shard: u32) -> Result<Option<StoredSession>, StoreError> {
         Ok(self.load_sessions()?.remove(&shard))
     }
+    /// Writes a batch of session changes durably before returning, all or nothing (a
+    /// backend that fences writes may refuse some shards' changes: those are not its
+    /// shards any more).
+    fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError>;
+}
+
+/// Where a single node's identify schedule is kept between runs (the local permit
+/// source writes each grant there before a shard hears of it, so a crash loop cannot
+/// break a window). Cluster mode keeps its schedule in Redis instead.
+pub trait ScheduleStore: Send + Sync + 'static {
     /// The last identify schedule snapshot.
     fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError>;
-    /// Writes a batch of session changes durably before returning, all or nothing.
-    fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError>;
-    /// Writes the identify schedule durably before returning: a permit is only granted
-    /// once its grant is on disk, so a crash loop cannot break a window.
+    /// Writes the identify schedule durably before returning.
     fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError>;
 }
 
@@ -130,14 +137,6 @@ impl SessionStore for MemoryStore {
             .clone())
     }
 
-    fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError> {
-        Ok(self
-            .schedule
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone())
-    }
-
     fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         for (&shard, change) in batch {
@@ -151,6 +150,16 @@ impl SessionStore for MemoryStore {
             }
         }
         Ok(())
+    }
+}
+
+impl ScheduleStore for MemoryStore {
+    fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError> {
+        Ok(self
+            .schedule
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
     }
 
     fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {

@@ -438,7 +438,7 @@ async fn shards_leave_and_join_the_placement_and_one_assigned_back_mid_handover_
     let gate = Arc::new(FlushGate::default());
     let placement = Recorded::new(0..3);
     let cluster = Cluster::builder(cluster_config(&sim))
-        .store(Arc::clone(&store) as Arc<dyn SessionStore>)
+        .session_store(Arc::clone(&store) as Arc<dyn SessionStore>)
         .sink(Arc::clone(&gate) as Arc<dyn EventSink>)
         .placement(Arc::clone(&placement) as Arc<dyn Placement>)
         .start()

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::select_all;
-use shardkeeper_cluster::{LocalPermits, MemoryStore, PermitSource, RestClient, SessionStore};
+use shardkeeper_cluster::{LocalPermits, MemoryStore, PermitSource, RestClient, ScheduleStore};
 use shardkeeper_protocol::Token;
 use shardkeeper_session::{IdentifySchedule, ScheduleConfig};
 use tokio::sync::oneshot;
@@ -56,7 +56,7 @@ fn local(
     let source = LocalPermits::start(
         schedule,
         expected,
-        Arc::clone(&store) as Arc<dyn SessionStore>,
+        Arc::clone(&store) as Arc<dyn ScheduleStore>,
         rest,
     );
     (Arc::new(source), store)

@@ -160,7 +160,7 @@ async fn shards_follow_their_placement_and_hand_over_by_resume() {
     let sink = Arc::new(Recorder::default());
     let start = |placement: Arc<Recorded>| {
         Cluster::builder(cluster_config(&sim))
-            .store(Arc::clone(&store))
+            .session_store(Arc::clone(&store))
             .sink(Arc::clone(&sink) as Arc<dyn EventSink>)
             .placement(placement)
             .start()
@@ -226,7 +226,7 @@ async fn a_full_sink_holds_the_shard_and_its_stored_sequence() {
     let store = Arc::new(MemoryStore::default());
     let sink = Arc::new(Recorder::default());
     let cluster = Cluster::builder(cluster_config(&sim))
-        .store(Arc::clone(&store) as Arc<dyn SessionStore>)
+        .session_store(Arc::clone(&store) as Arc<dyn SessionStore>)
         .sink(Arc::clone(&sink) as Arc<dyn EventSink>)
         .start()
         .await

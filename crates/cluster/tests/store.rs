@@ -1,15 +1,15 @@
-//! One contract suite run against every `SessionStore`, through the one flush path
-//! (`SessionLedger`) every backend is written by.
+//! The store contract suites (`shardkeeper_cluster::contract`) against the local
+//! backends, and what only sled does (reopen, locks, permissions, corrupt files).
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shardkeeper_cluster::contract;
 use shardkeeper_cluster::{
-    Change, MemoryStore, SessionBatch, SessionLedger, SessionStore, SledStore, StoreError,
+    MemoryStore, ScheduleStore, SessionBatch, SessionLedger, SessionStore, SledStore, StoreError,
 };
-use shardkeeper_session::{ResumeInfo, ScheduleSnapshot};
+use shardkeeper_session::ResumeInfo;
 
 fn info(session: &str, seq: u64) -> ResumeInfo {
     ResumeInfo {
@@ -21,89 +21,6 @@ fn info(session: &str, seq: u64) -> ResumeInfo {
 
 fn flush(ledger: &SessionLedger) {
     ledger.flush(&mut || {}).expect("flush");
-}
-
-fn contract(backend: &Arc<dyn SessionStore>) {
-    let ledger = SessionLedger::new(Arc::clone(backend));
-    let store = backend.as_ref();
-    assert!(store.load_sessions().expect("load").is_empty());
-    assert!(store.load_schedule().expect("load").is_none());
-
-    ledger.save(3, 16, &info("a", 10));
-    ledger.save(3, 16, &info("a", 12));
-    assert!(
-        store.load_sessions().expect("load").is_empty(),
-        "buffered until flush"
-    );
-    let barrier_ran = Cell::new(false);
-    ledger
-        .flush(&mut || {
-            barrier_ran.set(true);
-            assert!(
-                store.load_sessions().expect("load").is_empty(),
-                "the barrier runs before the write"
-            );
-        })
-        .expect("flush");
-    assert!(barrier_ran.get());
-    let sessions = store.load_sessions().expect("load");
-    let stored = &sessions[&3];
-    assert_eq!(
-        (stored.session_id.as_str(), stored.seq, stored.total),
-        ("a", 12, 16)
-    );
-    assert_eq!(stored.resume_info(), info("a", 12));
-    assert!(stored.updated > 1_600_000_000_000);
-
-    ledger.save(3, 16, &info("b", 1));
-    ledger.save(4, 16, &info("c", 7));
-    flush(&ledger);
-    let sessions = store.load_sessions().expect("load");
-    assert_eq!(
-        (sessions[&3].session_id.as_str(), sessions[&3].seq),
-        ("b", 1)
-    );
-    assert_eq!(sessions.len(), 2);
-
-    ledger.forget(3);
-    ledger.save(4, 16, &info("c", 9));
-    flush(&ledger);
-    let sessions = store.load_sessions().expect("load");
-    assert!(!sessions.contains_key(&3));
-    assert_eq!(sessions[&4].seq, 9);
-
-    ledger.forget(4);
-    ledger.save(4, 16, &info("d", 2));
-    flush(&ledger);
-    assert_eq!(
-        store.load_sessions().expect("load")[&4].session_id,
-        "d",
-        "the newest change wins"
-    );
-
-    let snapshot = ScheduleSnapshot {
-        last_grants_ms: vec![Some(1_700_000_000_000), None],
-        total: 1000,
-        remaining: 990,
-        reset_at_ms: 1_700_000_100_000,
-    };
-    store.save_schedule(&snapshot).expect("save");
-    assert_eq!(store.load_schedule().expect("load"), Some(snapshot));
-
-    let mut batch = SessionBatch::new();
-    batch.insert(
-        9,
-        Change::Save(store.load_sessions().expect("load")[&4].clone()),
-    );
-    batch.insert(4, Change::Forget);
-    store.write_sessions(&batch).expect("a batch");
-    let sessions = store.load_sessions().expect("load");
-    assert!(!sessions.contains_key(&4), "a batch writes every change");
-    assert_eq!(sessions[&9].session_id, "d");
-    batch.clear();
-    batch.insert(4, Change::Save(sessions[&9].clone()));
-    batch.insert(9, Change::Forget);
-    store.write_sessions(&batch).expect("a batch");
 }
 
 /// A store whose writes fail until told otherwise.
@@ -121,19 +38,11 @@ impl SessionStore for Flaky {
         self.inner.load_sessions()
     }
 
-    fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError> {
-        self.inner.load_schedule()
-    }
-
     fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::Backend("disk on fire".into()));
         }
         self.inner.write_sessions(batch)
-    }
-
-    fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
-        self.inner.save_schedule(snapshot)
     }
 }
 
@@ -158,14 +67,19 @@ fn a_failed_write_keeps_its_changes_unless_newer_ones_came() {
 
 #[test]
 fn memory_store_contract() {
-    contract(&(Arc::new(MemoryStore::default()) as Arc<dyn SessionStore>));
+    let store = Arc::new(MemoryStore::default());
+    contract::session_store(&(Arc::clone(&store) as Arc<dyn SessionStore>));
+    contract::schedule_store(store.as_ref());
 }
 
 #[test]
 fn sled_store_contract_and_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store.sled");
-    contract(&(Arc::new(SledStore::open(&path).expect("opens")) as Arc<dyn SessionStore>));
+    let store = Arc::new(SledStore::open(&path).expect("opens"));
+    contract::session_store(&(Arc::clone(&store) as Arc<dyn SessionStore>));
+    contract::schedule_store(store.as_ref());
+    drop(store);
     let reopened = SledStore::open(&path).expect("reopens");
     let sessions = reopened.load_sessions().expect("load");
     assert_eq!(sessions[&4].session_id, "d");

@@ -11,7 +11,6 @@ use shardkeeper_cluster::{
     PermitSource, PlacedShard, Placement, SessionBatch, SessionStore, ShardAction, ShardSet,
     StoreError, StoredSession,
 };
-use shardkeeper_session::ScheduleSnapshot;
 use tokio::sync::{oneshot, watch};
 
 use crate::control::Command;
@@ -134,11 +133,6 @@ impl SessionStore for Seams {
         }))
     }
 
-    /// The schedule lives in Redis itself, not in snapshots.
-    fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError> {
-        Ok(None)
-    }
-
     fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError> {
         let held = self.0.held().clone();
         let mut refused = 0;
@@ -186,10 +180,6 @@ impl SessionStore for Seams {
             );
             NodeCounters::add(&self.0.counters.fenced_writes, refused as u64);
         }
-        Ok(())
-    }
-
-    fn save_schedule(&self, _snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -221,3 +221,20 @@ async fn grants_of_one_bucket_are_spaced_across_nodes_and_stop_without_redis() {
         "a grant without Redis"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fenced_store_keeps_the_session_store_contract() {
+    let total = 16;
+    let world = world(total).await;
+    let a = join(&world, "a", total).await;
+    let a_set = supervise(&a);
+    until("a runs every shard", || {
+        a_set.borrow().len() == total as usize
+    })
+    .await;
+    let store = a.store();
+    tokio::task::spawn_blocking(move || shardkeeper_cluster::contract::session_store(&store))
+        .await
+        .expect("the contract holds");
+    assert_eq!(a.counters().fenced_writes.load(Ordering::Relaxed), 0);
+}

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::{Grant, PermitSource};
 use crate::clock;
 use crate::snapshot::{BucketView, IdentifyStatus};
-use crate::store::SessionStore;
+use crate::store::ScheduleStore;
 use crate::transport::rest::RestClient;
 
 /// How long the first window waits for the start-up batch to connect and ask, so
@@ -83,7 +83,7 @@ impl LocalPermits {
     pub fn start(
         schedule: IdentifySchedule,
         expected: HashSet<u32>,
-        store: Arc<dyn SessionStore>,
+        store: Arc<dyn ScheduleStore>,
         rest: RestClient,
     ) -> Self {
         let status = Arc::new(Mutex::new(None));
@@ -155,7 +155,7 @@ struct IdentifyCoordinator {
     expected: HashSet<u32>,
     gather_until: Option<Instant>,
     timer: Option<SpawnHandle>,
-    store: Arc<dyn SessionStore>,
+    store: Arc<dyn ScheduleStore>,
     status: StatusCell,
     rest: RestClient,
     last_refresh: Instant,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shardkeeper_session::ScheduleSnapshot;
 
-use super::{Change, SessionBatch, SessionStore, StoreError, StoredSession};
+use super::{Change, ScheduleStore, SessionBatch, SessionStore, StoreError, StoredSession};
 
 const SCHEDULE_KEY: &[u8] = b"identify_schedule";
 /// How long opening waits for the database's lock: a process being replaced may still be
@@ -166,6 +166,12 @@ impl SessionStore for SledStore {
         Ok(sessions)
     }
 
+    fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError> {
+        self.write(batch)
+    }
+}
+
+impl ScheduleStore for SledStore {
     fn load_schedule(&self) -> Result<Option<ScheduleSnapshot>, StoreError> {
         let Some(value) = self.meta.get(SCHEDULE_KEY).map_err(|err| backend(&err))? else {
             return Ok(None);
@@ -176,10 +182,6 @@ impl SessionStore for SledStore {
                 key: "identify schedule".into(),
                 detail: err.to_string(),
             })
-    }
-
-    fn write_sessions(&self, batch: &SessionBatch) -> Result<(), StoreError> {
-        self.write(batch)
     }
 
     fn save_schedule(&self, snapshot: &ScheduleSnapshot) -> Result<(), StoreError> {
