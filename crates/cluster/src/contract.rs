@@ -115,3 +115,112 @@ pub fn schedule_store(store: &dyn ScheduleStore) {
     store.save_schedule(&snapshot).expect("save");
     assert_eq!(store.load_schedule().expect("load"), Some(snapshot));
 }
+
+/// The placement contract. `change` makes the placement give this process another set
+/// (a static placement: assign one; cluster mode: another node joins). The placement
+/// starts with a non-empty set and nothing else moving.
+pub async fn placement<F: std::future::Future<Output = ()>>(
+    placement: &dyn crate::Placement,
+    change: impl FnOnce() -> F,
+) {
+    use std::time::Duration;
+    let mut watcher = placement.watch();
+    let before = watcher.borrow_and_update().clone();
+    assert!(!before.is_empty(), "the set to run now");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), watcher.changed())
+            .await
+            .is_err(),
+        "no change is announced while nothing changes"
+    );
+    change().await;
+    tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+        .await
+        .expect("a change is announced")
+        .expect("the placement is alive");
+    let after = watcher.borrow_and_update().clone();
+    assert_ne!(after, before, "the announced set is the new one");
+    assert_eq!(
+        *placement.watch().borrow(),
+        *watcher.borrow(),
+        "a late watcher sees the current set"
+    );
+    let outside = watcher.borrow().last().map_or(0, |last| last + 1);
+    placement.released(outside);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !placement.watch().borrow().contains(&outside),
+        "releasing a shard the process does not run gives it nothing"
+    );
+}
+
+/// A permit source made for the permit contract, with what keeps it alive.
+pub type PermitSubject = (Arc<dyn crate::PermitSource>, Box<dyn std::any::Any + Send>);
+
+/// The permit source contract. `make(buckets, remaining)` builds a source for shards
+/// 0..8 in `buckets` buckets with `remaining` session starts and a window of `window`:
+/// one grant per bucket per window counted from the written IDENTIFY, buckets side by
+/// side, cancelled requests never granted, a repeated ask replacing the earlier one,
+/// and no grant at all once the budget is spent (fail closed).
+pub async fn permits<F, Fut>(make: F, window: std::time::Duration)
+where
+    F: Fn(u32, u32) -> Fut,
+    Fut: std::future::Future<Output = PermitSubject>,
+{
+    use std::time::Duration;
+    // Longer than any grant should take once its bucket is free (a source may keep
+    // the bucket closed for a validity period after an unused grant).
+    let patience = window + Duration::from_secs(5);
+    let granted = |rx: tokio::sync::oneshot::Receiver<crate::Grant>| async move {
+        tokio::time::timeout(patience, rx)
+            .await
+            .expect("granted in time")
+            .expect("the source kept the request");
+        crate::clock::now()
+    };
+
+    let (source, _keep) = make(1, 100).await;
+    let mut last = None;
+    for shard in [0, 1, 2] {
+        let at = granted(source.ask(shard)).await;
+        source.written(shard, at);
+        if let Some(previous) = last {
+            let gap: Duration = at - previous;
+            assert!(gap >= window, "one bucket granted twice {gap:?} apart");
+        }
+        last = Some(at);
+    }
+    let old = source.ask(3);
+    let new = source.ask(3);
+    let at = granted(new).await;
+    source.written(3, at);
+    assert!(old.await.is_err(), "the replaced request closed");
+    let mut cancelled = source.ask(4);
+    let waiting = source.ask(5);
+    source.cancel(4);
+    let at = granted(waiting).await;
+    source.written(5, at);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut cancelled)
+            .await
+            .map_or(true, |r| r.is_err()),
+        "a cancelled request is not granted"
+    );
+    source.halt();
+
+    let (source, _keep) = make(2, 100).await;
+    let first = granted(source.ask(0)).await;
+    source.written(0, first);
+    let other = granted(source.ask(1)).await;
+    source.written(1, other);
+    assert!(other - first < window, "bucket 1 waited for bucket 0");
+    source.halt();
+
+    let (source, _keep) = make(1, 0).await;
+    let mut rx = source.ask(0);
+    assert!(
+        tokio::time::timeout(window * 3, &mut rx).await.is_err(),
+        "granted with no session start left"
+    );
+    source.halt();
+}

@@ -1,5 +1,6 @@
-//! One contract suite run against every `PermitSource`, in an actix system without
-//! sockets and with a shrunk window.
+//! The permit contract (`shardkeeper_cluster::contract::permits`) against the local
+//! coordinator, and what only it does, in an actix system without sockets and with a
+//! shrunk window.
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 #![allow(
     clippy::disallowed_methods,
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::select_all;
+use shardkeeper_cluster::contract;
 use shardkeeper_cluster::{LocalPermits, MemoryStore, PermitSource, RestClient, ScheduleStore};
 use shardkeeper_protocol::Token;
 use shardkeeper_session::{IdentifySchedule, ScheduleConfig};
@@ -124,42 +126,6 @@ async fn lower_ids_first_one_per_bucket_per_window(factory: Factory) {
     );
 }
 
-/// Two buckets grant side by side; a bucket's second shard waits for the window.
-async fn buckets_are_independent(factory: Factory) {
-    let (source, _) = factory(2, 100, &[]);
-    let first = granted(source.ask(0)).await;
-    source.written(0, Instant::now());
-    let other = granted(source.ask(1)).await;
-    source.written(1, Instant::now());
-    assert!(other - first < WINDOW, "bucket 1 did not wait for bucket 0");
-    let mut second = source.ask(2);
-    not_granted(&mut second, WINDOW / 2).await;
-    granted(second).await;
-}
-
-/// A cancelled request is never granted; asking again replaces a request; an unused
-/// grant frees its bucket without an IDENTIFY having been written.
-async fn cancel_replace_and_unused(factory: Factory) {
-    let (source, _) = factory(1, 100, &[]);
-    granted(source.ask(0)).await;
-    source.unused(0);
-    let mut cancelled = source.ask(1);
-    let waiting = source.ask(2);
-    source.cancel(1);
-    let at = granted(waiting).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), &mut cancelled)
-            .await
-            .map_or(true, |r| r.is_err()),
-        "a cancelled request is not granted"
-    );
-    source.written(2, at);
-    let old = source.ask(3);
-    let new = source.ask(3);
-    granted(new).await;
-    assert!(old.await.is_err(), "the replaced request closed");
-}
-
 /// A shard that gives its request up after the grant was sent but before it saw it
 /// wrote no IDENTIFY: the bucket opens again a window after that grant, not after the
 /// much longer wait for a lost report.
@@ -178,24 +144,37 @@ async fn a_grant_given_up_unseen_frees_its_bucket(factory: Factory) {
     );
 }
 
-/// No budget left: nothing is granted, and the status says why (fail closed).
-async fn an_exhausted_budget_grants_nothing(factory: Factory) {
+#[actix::test]
+async fn local_permits_keep_the_permit_contract() {
+    contract::permits(
+        |buckets, remaining| async move {
+            let (source, store) = local(buckets, remaining, &[]);
+            (source, Box::new(store) as Box<dyn std::any::Any + Send>)
+        },
+        WINDOW,
+    )
+    .await;
+}
+
+/// What the local coordinator does beyond the contract: the start-up gather order,
+/// grants written to its store, an unseen grant freeing its bucket at once, and the
+/// status of a spent budget.
+#[actix::test]
+async fn local_permits_gather_store_and_free_unseen_grants() {
+    for (name, factory) in SOURCES {
+        eprintln!("permit source: {name}");
+        lower_ids_first_one_per_bucket_per_window(factory).await;
+        a_grant_given_up_unseen_frees_its_bucket(factory).await;
+        an_exhausted_budget_says_so(factory).await;
+    }
+}
+
+/// No budget left: the status says why nothing is granted.
+async fn an_exhausted_budget_says_so(factory: Factory) {
     let (source, _) = factory(1, 0, &[]);
     let mut rx = source.ask(0);
     not_granted(&mut rx, WINDOW * 3).await;
     let status = source.status().expect("status");
     assert_eq!((status.remaining, status.queued), (0, 1));
     source.halt();
-}
-
-#[actix::test]
-async fn permit_source_contract() {
-    for (name, factory) in SOURCES {
-        eprintln!("permit source: {name}");
-        lower_ids_first_one_per_bucket_per_window(factory).await;
-        buckets_are_independent(factory).await;
-        cancel_replace_and_unused(factory).await;
-        a_grant_given_up_unseen_frees_its_bucket(factory).await;
-        an_exhausted_budget_grants_nothing(factory).await;
-    }
 }

@@ -1,4 +1,5 @@
-//! One contract suite run against every `Placement`.
+//! The placement contract (`shardkeeper_cluster::contract::placement`) against the
+//! static placement, and what only it does.
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
 
 use std::sync::Arc;
@@ -67,7 +68,18 @@ async fn contract(subject: Subject) {
 }
 
 #[tokio::test]
-async fn placement_contract() {
+async fn static_placement_keeps_the_placement_contract() {
+    let placement = StaticPlacement::new([0, 1, 2]);
+    shardkeeper_cluster::contract::placement(&placement, || async {
+        placement.assign([1, 2, 3]);
+    })
+    .await;
+}
+
+/// What a static placement does beyond the contract: exactly the set assigned, and
+/// the same set again is no change.
+#[tokio::test]
+async fn static_placement_runs_exactly_what_it_is_given() {
     for (name, subject) in [("static", static_placement as fn() -> Subject)] {
         eprintln!("placement: {name}");
         contract(subject()).await;

@@ -21,16 +21,24 @@ const MARGIN: Duration = Duration::from_millis(50);
 
 struct World {
     sim: SimHandle,
+    buckets: u32,
     redis: Option<RedisServer>,
     url: String,
     _dir: tempfile::TempDir,
 }
 
 async fn world(total: u32) -> World {
+    world_of(total, 1, 1000).await
+}
+
+/// A simulator of `total` shards in `buckets` buckets with `remaining` session starts,
+/// and a `redis-server`.
+async fn world_of(total: u32, buckets: u32, remaining: u32) -> World {
     let sim = Sim::start(SimConfig {
         token: TOKEN.into(),
         shards: total,
-        max_concurrency: 1,
+        max_concurrency: buckets,
+        session_start_remaining: remaining,
         ..SimConfig::default()
     })
     .await
@@ -39,6 +47,7 @@ async fn world(total: u32) -> World {
     let redis = RedisServer::start(&dir.path().join("redis")).expect("redis-server");
     World {
         sim,
+        buckets,
         url: redis.url(),
         redis: Some(redis),
         _dir: dir,
@@ -57,7 +66,7 @@ async fn join(world: &World, id: &str, total: u32) -> Node {
         admin_url: String::new(),
         ids: None,
         total,
-        max_concurrency: 1,
+        max_concurrency: world.buckets,
         identify_window: WINDOW,
         identify_margin: MARGIN,
         reserve: Some(0),
@@ -237,4 +246,46 @@ async fn the_fenced_store_keeps_the_session_store_contract() {
         .await
         .expect("the contract holds");
     assert_eq!(a.counters().fenced_writes.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_placement_keeps_the_placement_contract() {
+    let total = 8;
+    let world = world(total).await;
+    let a = join(&world, "a", total).await;
+    let a_set = supervise(&a);
+    until("a runs every shard", || {
+        a_set.borrow().len() == total as usize
+    })
+    .await;
+    let joined = std::sync::Mutex::new(None);
+    shardkeeper_cluster::contract::placement(a.placement().as_ref(), || async {
+        let b = join(&world, "b", total).await;
+        let b_set = supervise(&b);
+        *joined.lock().expect("lock") = Some((b, b_set));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_schedule_keeps_the_permit_contract() {
+    shardkeeper_cluster::contract::permits(
+        |buckets, remaining| async move {
+            let total = 8;
+            let world = world_of(total, buckets, remaining).await;
+            let node = join(&world, "a", total).await;
+            let set = supervise(&node);
+            until("the node runs every shard", || {
+                set.borrow().len() == total as usize
+            })
+            .await;
+            let source = node.permits();
+            (
+                source,
+                Box::new((world, node, set)) as Box<dyn std::any::Any + Send>,
+            )
+        },
+        WINDOW,
+    )
+    .await;
 }
