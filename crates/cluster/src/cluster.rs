@@ -24,6 +24,7 @@ use crate::shard::Shared;
 use crate::sink::{EventSink, Sinks};
 use crate::store::{MemoryStore, ScheduleStore, SessionLedger, SessionStore};
 use crate::supervisor::{Setup, Supervisor};
+use crate::transport::net::Dialer;
 use crate::transport::rest::RestClient;
 use crate::transport::tls;
 
@@ -43,6 +44,7 @@ impl Cluster {
             placement: None,
             permits: None,
             peers: None,
+            dialer: None,
         }
     }
 }
@@ -56,6 +58,7 @@ pub struct ClusterBuilder {
     placement: Option<Arc<dyn Placement>>,
     permits: Option<Arc<dyn PermitSource>>,
     peers: Option<Arc<dyn Peers>>,
+    dialer: Option<Arc<dyn Dialer>>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -108,6 +111,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// Opens the shards' gateway connections through `dialer` instead of TCP (tests of
+    /// the actor layer against an in-process gateway; `/gateway/bot` still goes over
+    /// HTTP).
+    #[must_use]
+    pub fn dialer(mut self, dialer: Arc<dyn Dialer>) -> Self {
+        self.dialer = Some(dialer);
+        self
+    }
+
     /// Adds a destination for events.
     #[must_use]
     pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
@@ -126,6 +138,7 @@ impl ClusterBuilder {
             placement,
             permits,
             peers,
+            dialer,
         } = self;
         let store = sessions.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let tls = tls::client_config(config.ca_file.as_deref())?;
@@ -182,6 +195,7 @@ impl ClusterBuilder {
             total: plan.total,
             session,
             tls,
+            dialer,
             permits: Arc::clone(&permits),
             sinks: sinks.clone(),
             ledger: Arc::clone(&ledger),

@@ -91,5 +91,6 @@ pub use store::{
     Change, MemoryStore, ScheduleStore, SessionBatch, SessionLedger, SessionStore, SledStore,
     StoreError, StoredSession,
 };
+pub use transport::net::Dialer;
 pub use transport::rest::{RestClient, RestError};
 pub use transport::tls::{TlsError, client_config};

@@ -24,6 +24,7 @@ use crate::sink::Sinks;
 use crate::snapshot::ShardSnapshot;
 use crate::status::StatusCell;
 use crate::store::SessionLedger;
+use crate::transport::net::Dialer;
 use crate::transport::socket::Link;
 use crate::{Event, clock};
 
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) total: u32,
     pub(crate) session: Arc<SessionConfig>,
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// Opens gateway connections without a socket, when set (tests).
+    pub(crate) dialer: Option<Arc<dyn Dialer>>,
     pub(crate) permits: Arc<dyn PermitSource>,
     pub(crate) sinks: Sinks,
     pub(crate) ledger: Arc<SessionLedger>,

@@ -1,4 +1,6 @@
-//! The actor layer against the simulator on 127.0.0.1, at mid speed: the supervisor
+//! The actor layer against the simulator in this process, at mid speed, the shards'
+//! gateway connections in memory (a `Dialer`; only `/gateway/bot` goes over loopback
+//! HTTP): the supervisor
 //! restarting a crashed shard actor, quarantine parking a shard that never comes up,
 //! the coordinator's start-up gather window, and shards leaving and joining the
 //! placement while the cluster runs. A few shards, shrunk windows, a few seconds each.
@@ -13,12 +15,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use shardkeeper_cluster::{
-    Auto, Cluster, ClusterConfig, ClusterHandle, Delivery, Event, EventSink, MemoryStore,
-    Placement, QuarantinePolicy, SessionStore, ShardSet, ShardSnapshot, StateKind, StaticPlacement,
+    Auto, Cluster, ClusterBuilder, ClusterConfig, ClusterHandle, Delivery, Dialer, Event,
+    EventSink, MemoryStore, Placement, QuarantinePolicy, SessionStore, ShardSet, ShardSnapshot,
+    StateKind, StaticPlacement,
 };
 use shardkeeper_protocol::{Compression, Token};
 use shardkeeper_session::Timing;
-use shardkeeper_sim::{Sim, SimConfig, SimHandle, Stats, ViolationKind};
+use shardkeeper_sim::{MemoryDialer, Sim, SimConfig, SimHandle, Stats, ViolationKind};
 use tokio::sync::watch;
 
 const TOKEN: &str = "actors-token";
@@ -31,6 +34,20 @@ const MARGIN: Duration = Duration::from_millis(50);
 /// How long the first window waits at most for the start-up batch to ask (`GATHER` in
 /// `permit/local.rs`).
 const GATHER_LIMIT: Duration = Duration::from_secs(1);
+
+/// The simulator's in-memory connections as the cluster's dialer.
+struct InMemory(MemoryDialer);
+
+impl Dialer for InMemory {
+    fn dial(&self) -> tokio::io::DuplexStream {
+        self.0.dial()
+    }
+}
+
+/// A cluster builder whose shards reach `sim` without a socket.
+fn builder(sim: &SimHandle, config: ClusterConfig) -> ClusterBuilder {
+    Cluster::builder(config).dialer(Arc::new(InMemory(sim.dialer())))
+}
 
 fn sim_config(shards: u32, max_concurrency: u32) -> SimConfig {
     SimConfig {
@@ -231,7 +248,7 @@ async fn a_crashed_shard_actor_is_restarted_and_resumes_without_touching_the_oth
     .await
     .expect("sim");
     let sink = Arc::new(Recorder::default());
-    let cluster = Cluster::builder(cluster_config(&sim))
+    let cluster = builder(&sim, cluster_config(&sim))
         .sink(Arc::clone(&sink) as Arc<dyn EventSink>)
         .start()
         .await
@@ -325,7 +342,7 @@ async fn a_shard_failing_before_ready_is_quarantined_until_started() {
     };
     config.session.timing.hello_timeout = Duration::from_millis(200);
     let placement = Arc::new(StaticPlacement::new([0]));
-    let cluster = Cluster::builder(config)
+    let cluster = builder(&sim, config)
         .placement(Arc::clone(&placement) as Arc<dyn Placement>)
         .start()
         .await
@@ -381,7 +398,7 @@ async fn the_start_up_batch_of_one_bucket_identifies_by_shard_id_one_per_window(
     let mut config = cluster_config(&sim);
     config.session.timing.hello_timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let cluster = Cluster::builder(config).start().await.expect("cluster");
+    let cluster = builder(&sim, config).start().await.expect("cluster");
     let ids: Vec<u32> = (0..SHARDS).collect();
     until(&cluster, &sim, "every shard ready", || {
         ready(&cluster, &ids)
@@ -437,7 +454,7 @@ async fn shards_leave_and_join_the_placement_and_one_assigned_back_mid_handover_
     let store = Arc::new(MemoryStore::default());
     let gate = Arc::new(FlushGate::default());
     let placement = Recorded::new(0..3);
-    let cluster = Cluster::builder(cluster_config(&sim))
+    let cluster = builder(&sim, cluster_config(&sim))
         .session_store(Arc::clone(&store) as Arc<dyn SessionStore>)
         .sink(Arc::clone(&gate) as Arc<dyn EventSink>)
         .placement(Arc::clone(&placement) as Arc<dyn Placement>)

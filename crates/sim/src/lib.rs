@@ -149,7 +149,35 @@ impl Sim {
             world,
             shutdown,
             task,
+            runtime: tokio::runtime::Handle::current(),
         })
+    }
+}
+
+/// Connections to a simulator without a socket: the other end of each stream is
+/// served like an accepted TCP connection (HTTP, the WebSocket upgrade, the gateway),
+/// under the same rules. Plain (no TLS). A connection ends when the client drops its
+/// end; the simulator's shutdown does not wait for these.
+#[derive(Clone)]
+pub struct MemoryDialer {
+    world: Arc<world::World>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for MemoryDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryDialer").finish_non_exhaustive()
+    }
+}
+
+impl MemoryDialer {
+    /// A new connection.
+    #[must_use]
+    pub fn dial(&self) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        self.runtime
+            .spawn(server::handle(server, Arc::clone(&self.world)));
+        client
     }
 }
 
@@ -160,6 +188,8 @@ pub struct SimHandle {
     world: Arc<world::World>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// Where in-memory connections are served.
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for SimHandle {
@@ -171,6 +201,15 @@ impl std::fmt::Debug for SimHandle {
 }
 
 impl SimHandle {
+    /// Opens connections to the simulator without a socket (see [`MemoryDialer`]).
+    #[must_use]
+    pub fn dialer(&self) -> MemoryDialer {
+        MemoryDialer {
+            world: Arc::clone(&self.world),
+            runtime: self.runtime.clone(),
+        }
+    }
+
     /// The bound address.
     #[must_use]
     pub fn addr(&self) -> SocketAddr {

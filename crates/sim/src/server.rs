@@ -63,7 +63,7 @@ pub(crate) async fn serve(
     tasks.shutdown().await;
 }
 
-async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut stream: S,
     world: Arc<World>,
 ) {

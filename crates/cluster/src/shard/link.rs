@@ -19,8 +19,10 @@ impl Shard {
         self.drop_link(ctx);
         let epoch = self.epoch;
         let tls = Arc::clone(&self.shared.tls);
+        let dialer = self.shared.dialer.clone();
         tracing::debug!(shard = self.id, %url, resuming, "connecting");
-        let attempt = async move { upgrade::connect(&url, &tls, socket_config()).await };
+        let attempt =
+            async move { upgrade::connect(&url, &tls, socket_config(), dialer.as_deref()).await };
         let handle = ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
             if act.epoch != epoch {
                 return;

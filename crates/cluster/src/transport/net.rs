@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use url::{Host, Position, Url};
@@ -89,6 +89,17 @@ pub(crate) enum Transport {
     Plain(TcpStream),
     /// `wss://`: TLS over the TCP connection.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A connection without a socket, from a [`Dialer`].
+    Memory(DuplexStream),
+}
+
+/// Opens gateway connections without a socket: when a cluster has one
+/// (`ClusterBuilder::dialer`), every WebSocket its shards open is a stream from
+/// `dial` instead of a TCP connection, and the upgrade and the gateway protocol run
+/// over it unchanged. For tests of the actor layer against an in-process gateway.
+pub trait Dialer: Send + Sync + 'static {
+    /// A new connection to the gateway.
+    fn dial(&self) -> DuplexStream;
 }
 
 impl AsyncRead for Transport {
@@ -100,6 +111,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Self::Memory(stream) => Pin::new(stream).poll_read(cx, buf),
         }
     }
 }
@@ -113,6 +125,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Self::Memory(stream) => Pin::new(stream).poll_write(cx, buf),
         }
     }
 
@@ -120,6 +133,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Self::Memory(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
 
@@ -127,6 +141,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            Self::Memory(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
 }

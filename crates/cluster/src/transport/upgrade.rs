@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::net::{Endpoint, Transport};
+use super::net::{Dialer, Endpoint, Transport};
 
 /// The WebSocket of a shard.
 pub(crate) type Ws = WebSocketStream<OnDemand<Transport>>;
@@ -53,16 +53,21 @@ pub(crate) enum UpgradeError {
     Accept,
 }
 
-/// Connects to `url` (`ws://` or `wss://`) and upgrades to a WebSocket.
+/// Connects to `url` (`ws://` or `wss://`), through `dialer` when there is one, and
+/// upgrades to a WebSocket.
 pub(crate) async fn connect(
     url: &str,
     tls: &Arc<rustls::ClientConfig>,
     config: WebSocketConfig,
+    dialer: Option<&dyn Dialer>,
 ) -> Result<Ws, UpgradeError> {
     let endpoint = Endpoint::parse(url)
         .filter(|_| url.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("ws")))
         .ok_or_else(|| UpgradeError::Url(url.to_owned()))?;
-    let mut stream = endpoint.connect(tls).await?;
+    let mut stream = match dialer {
+        Some(dialer) => Transport::Memory(dialer.dial()),
+        None => endpoint.connect(tls).await?,
+    };
     let key = generate_key();
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nUser-Agent: shardkeeper/{}\r\n\r\n",
