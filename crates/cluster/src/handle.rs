@@ -344,7 +344,11 @@ impl ClusterHandle {
                 .collect());
         };
         let me = peers.node_id();
-        let mut all = peers.shards().await?;
+        // Without the cluster's view (Redis away) this node still answers for its own.
+        let mut all = peers.shards().await.unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot read the other nodes' shards; listing this node's only");
+            Vec::new()
+        });
         for snapshot in local {
             let id = snapshot.id;
             let placed = PlacedShard {

@@ -188,6 +188,10 @@ impl Supervisor {
                 // Assigned again while it was being handed over: it runs on here.
                 Some(status) if assigned && !act.standing_down => {
                     tracing::info!(shard = id, "shard assigned again during its handover");
+                    // From what the store holds now (what the sinks took, or what the
+                    // node that ran it meanwhile stored), not from what it had received.
+                    let stored = act.load(id);
+                    status.lock().resume = stored;
                     act.run(id, status, 0);
                 }
                 _ => {

@@ -55,6 +55,9 @@ pub(crate) enum Command {
 struct Waiter {
     reply: oneshot::Sender<Grant>,
     request: u64,
+    /// When the earliest request whose outcome is unknown (its reply was lost) was
+    /// sent: a grant it made counts from then, whichever retry reads it back.
+    unknown_since: Option<Instant>,
 }
 
 pub(crate) struct Control {
@@ -82,6 +85,11 @@ pub(crate) struct Control {
     parked: BTreeSet<u32>,
     /// Ticks so far.
     rounds: u64,
+    /// Another live process took this node's id: it runs nothing from now on.
+    deposed: bool,
+    /// Shards this node took in place of a target that did not claim them, kept until
+    /// then.
+    fallback_until: HashMap<u32, Instant>,
 }
 
 impl Control {
@@ -147,6 +155,8 @@ impl Control {
                 halted: false,
                 parked: BTreeSet::new(),
                 rounds: 0,
+                deposed: false,
+                fallback_until: HashMap::new(),
             },
             inner,
         ))
@@ -183,6 +193,7 @@ impl Control {
                     Waiter {
                         reply,
                         request: rand::random(),
+                        unknown_since: None,
                     },
                 );
                 self.next_permits = Instant::now();
@@ -245,11 +256,20 @@ impl Control {
         {
             inner.fence("the lease could not be renewed in time");
         }
+        // The new run_id is taken only once the grace period is set: a Redis still
+        // loading its data refuses the pause, and it is tried again next tick.
         if let Some(run_id) = self.redis(inner.link.run_id().await)
             && run_id != self.run_id
         {
-            self.redis_restarted().await;
+            if !self.redis_restarted().await {
+                // No renewal either: it would move Redis's clock past the silence its
+                // grant function looks for.
+                return;
+            }
             self.run_id = run_id;
+        }
+        if self.deposed {
+            return;
         }
         self.renew().await;
         let Some(view) = self.redis(inner.link.view(inner.config.total).await) else {
@@ -282,15 +302,18 @@ impl Control {
     /// Redis came back with another `run_id`: no grants for a grace period (a grant
     /// made just before it died may be lost with its data), and if the data is gone, the
     /// namespace is joined again and the budget fetched before any grant.
-    async fn redis_restarted(&mut self) {
+    async fn redis_restarted(&mut self) -> bool {
         let inner = Arc::clone(&self.inner);
         NodeCounters::add(&inner.counters.redis_restarts, 1);
         let pause = inner.config.lease.max(spacing(&inner.config));
         tracing::error!(node = %inner.identity.id, pause_ms = pause.as_millis(), "Redis restarted; no identify permits during the grace period");
-        self.redis(inner.link.pause_grants(pause).await);
+        if self.redis(inner.link.pause_grants(pause).await).is_none() {
+            return false;
+        }
         if self.redis(inner.link.has_meta().await) == Some(false) {
             self.data_lost().await;
         }
+        true
     }
 
     /// Redis lost the namespace (seen as its description gone, or as this node missing
@@ -382,6 +405,8 @@ impl Control {
             }
             Err(err) if err.code().is_some_and(|code| code == "DUPLICATE") => {
                 inner.fence("another live node took this node's id");
+                tracing::error!(node = %inner.identity.id, "this node's id is another live node's now; it claims nothing more (restart it with its own cluster.node_id)");
+                self.deposed = true;
             }
             Err(err) => {
                 self.redis::<()>(Err(err));
@@ -423,17 +448,6 @@ pub(crate) fn spacing(config: &NodeConfig) -> Duration {
 /// Session starts kept back of a daily `total`: max(10, 5 %) unless configured.
 pub(crate) fn reserve(config: &NodeConfig, total: u32) -> u32 {
     config.reserve.unwrap_or((total / 20).max(10))
-}
-
-/// The daily total as last read (0 before the budget is known: the grant is refused
-/// as unknown anyway).
-fn budget_total(inner: &Inner) -> u32 {
-    inner
-        .status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .as_ref()
-        .map_or(0, |s| s.total)
 }
 
 pub(crate) fn millis(duration: Duration) -> u64 {

@@ -14,18 +14,27 @@ local function now_ms(clock)
   if now < last then
     return last
   end
-  redis.call('SET', clock, now)
+  redis.call('SET', clock, string.format('%d', now))
   return now
 end
 
+-- Whole milliseconds as a string (no exponent, whatever the Lua number formatting).
+local function ms(n)
+  return string.format('%d', n)
+end
+
 -- KEYS: meta, alive, nodes, seen, clock
--- ARGV: node, instance, lease_ms, info, total, protocol, max_concurrency
+-- ARGV: node, instance, lease_ms, info, total, protocol, max_concurrency, window
+-- (window = "<window_ms>+<margin_ms>": every node must space grants alike)
 -- Returns 1 when the namespace was empty (first node, or Redis lost its data), else 0.
 local function join(keys, args)
   local meta, alive, nodes, seen, clock = keys[1], keys[2], keys[3], keys[4], keys[5]
   local node, instance, lease, info = args[1], args[2], args[3], args[4]
-  local total, protocol, concurrency = args[5], args[6], args[7]
-  local stored = redis.call('HMGET', meta, 'protocol', 'total', 'max_concurrency')
+  local total, protocol, concurrency, window = args[5], args[6], args[7], args[8]
+  local stored = redis.call('HMGET', meta, 'protocol', 'total', 'max_concurrency', 'window')
+  if stored[4] and stored[4] ~= window then
+    return redis.error_reply('WINDOW ' .. stored[4])
+  end
   if stored[1] and stored[1] ~= protocol then
     return redis.error_reply('PROTOCOL ' .. stored[1])
   end
@@ -39,10 +48,11 @@ local function join(keys, args)
   if holder and holder ~= instance then
     return redis.error_reply('DUPLICATE ' .. node)
   end
-  redis.call('HSET', meta, 'protocol', protocol, 'total', total, 'max_concurrency', concurrency)
+  redis.call('HSET', meta, 'protocol', protocol, 'total', total, 'max_concurrency', concurrency,
+    'window', window)
   redis.call('SET', alive, instance, 'PX', lease)
   redis.call('HSET', nodes, node, info)
-  redis.call('HSET', seen, node, now_ms(clock))
+  redis.call('HSET', seen, node, ms(now_ms(clock)))
   if stored[1] then
     return 0
   end
@@ -72,7 +82,7 @@ local function beat(keys, args)
     return redis.error_reply('DUPLICATE ' .. node)
   end
   redis.call('SET', alive, instance, 'PX', lease)
-  redis.call('HSET', seen, node, now_ms(clock))
+  redis.call('HSET', seen, node, ms(now_ms(clock)))
   local kept = {}
   for i = 5, #keys do
     local shard, epoch = args[2 * i - 6], args[2 * i - 5]
@@ -94,11 +104,15 @@ local function beat(keys, args)
   return kept
 end
 
--- KEYS: owner, epochs
--- ARGV: shard, node, lease_ms
+-- KEYS: owner, epochs, alive
+-- ARGV: shard, node, lease_ms, instance
 -- Returns the owner value after the step: "<node>:<epoch>" of the claim when it
 -- succeeded (or had already succeeded: a retried claim reads its own value back).
+-- A process whose node id another live process holds claims nothing.
 local function claim(keys, args)
+  if redis.call('GET', keys[3]) ~= args[4] then
+    return redis.error_reply('DUPLICATE ' .. args[2])
+  end
   local owner = redis.call('GET', keys[1])
   if owner then
     return owner
@@ -161,14 +175,23 @@ end
 
 -- One identify permit.
 -- KEYS: clock, buckets, budget, grants, owner, grace
--- ARGV: shard, bucket, request, spacing_ms, validity_ms, reserve, owner value
+-- ARGV: shard, bucket, request, spacing_ms, validity_ms, reserve (-1: the default),
+-- owner value, grace_ms (how long to pause after a silence of Redis)
 -- Returns {verdict, n}: GRANT (n = ms the grant stays valid), WAIT (n = ms to wait),
 -- BUDGET (n = remaining), UNKNOWN (budget not known or past its reset), NOTOWNER.
 local function grant(keys, args)
   local clock, buckets, budget, grants, owner, grace = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
   local shard, bucket, request = args[1], args[2], args[3]
   local spacing, validity, reserve = tonumber(args[4]), tonumber(args[5]), tonumber(args[6])
+  local pause = tonumber(args[8])
+  local last = tonumber(redis.call('GET', clock) or '0')
   local now = now_ms(clock)
+  -- Every node's heartbeat moves the clock at least twice a second: a longer silence
+  -- means Redis was down or restarted, and a grant made just before may be lost with
+  -- its data. Nothing is granted for a grace period (the nodes set one too).
+  if last > 0 and now - last > 1000 then
+    redis.call('SET', grace, 1, 'PX', pause, 'NX')
+  end
   if redis.call('GET', owner) ~= args[7] then
     return {'NOTOWNER', 0}
   end
@@ -188,6 +211,10 @@ local function grant(keys, args)
     return {'UNKNOWN', 0}
   end
   local remaining = tonumber(figures[1])
+  if reserve < 0 then
+    -- max(10, 5 % of the daily total)
+    reserve = math.max(10, math.floor(tonumber(redis.call('HGET', budget, 'total') or '0') / 20))
+  end
   if remaining <= reserve then
     return {'BUDGET', remaining}
   end
@@ -195,10 +222,10 @@ local function grant(keys, args)
   if now < next then
     return {'WAIT', next - now}
   end
-  redis.call('HSET', buckets, bucket, now + spacing)
+  redis.call('HSET', buckets, bucket, ms(now + spacing))
   redis.call('HINCRBY', budget, 'remaining', -1)
   redis.call('HINCRBY', budget, 'granted', 1)
-  redis.call('HSET', grants, shard, request .. ':' .. (now + validity))
+  redis.call('HSET', grants, shard, request .. ':' .. ms(now + validity))
   return {'GRANT', validity}
 end
 
@@ -207,7 +234,8 @@ end
 -- the whole validity. The grant was made after the request was sent, so the grant time
 -- plus `elapsed` is never earlier than the write.
 -- KEYS: grants, buckets
--- ARGV: shard, request, bucket, elapsed_ms, gap_ms, validity_ms
+-- ARGV: shard, request, bucket, elapsed_ms, gap_ms, validity_ms, spacing_ms
+-- Only a bucket this grant closed is opened early: a newer grant's spacing stands.
 local function written(keys, args)
   local held = redis.call('HGET', keys[1], args[1])
   if not held then
@@ -220,8 +248,8 @@ local function written(keys, args)
   local granted_at = tonumber(expires) - tonumber(args[6])
   local next = granted_at + tonumber(args[4]) + tonumber(args[5])
   local current = tonumber(redis.call('HGET', keys[2], args[3]) or '0')
-  if next < current then
-    redis.call('HSET', keys[2], args[3], next)
+  if current == granted_at + tonumber(args[7]) and next < current then
+    redis.call('HSET', keys[2], args[3], ms(next))
   end
   redis.call('HDEL', keys[1], args[1])
   return 1
@@ -269,8 +297,8 @@ local function budget_set(keys, args)
   if current[1] and now < tonumber(current[2]) and tonumber(current[1]) < value then
     value = tonumber(current[1])
   end
-  redis.call('HSET', budget, 'remaining', value, 'total', args[3],
-    'reset_at', now + tonumber(args[4]), 'fetched_at', now)
+  redis.call('HSET', budget, 'remaining', ms(value), 'total', args[3],
+    'reset_at', ms(now + tonumber(args[4])), 'fetched_at', ms(now))
   redis.call('DEL', lease)
   return value
 end

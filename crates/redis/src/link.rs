@@ -106,6 +106,7 @@ impl Link {
         let mut pipe = redis::pipe();
         pipe.cmd("HDEL").arg(self.keys.nodes()).arg(id).ignore();
         pipe.cmd("HDEL").arg(self.keys.seen()).arg(id).ignore();
+        pipe.cmd("DEL").arg(self.keys.commands(id)).ignore();
         self.pipe::<()>(&pipe).await
     }
 
@@ -149,8 +150,7 @@ impl Link {
         &self,
         node: &Identity,
         info: &str,
-        total: u32,
-        max_concurrency: u32,
+        terms: &Terms,
     ) -> Result<bool, RedisError> {
         let k = &self.keys;
         let keys = [k.meta(), k.alive(&node.id), k.nodes(), k.seen(), k.clock()];
@@ -159,9 +159,10 @@ impl Link {
             node.instance.clone(),
             node.lease_ms.to_string(),
             info.to_owned(),
-            total.to_string(),
+            terms.total.to_string(),
             PROTOCOL.to_string(),
-            max_concurrency.to_string(),
+            terms.max_concurrency.to_string(),
+            format!("{}+{}", terms.window_ms, terms.margin_ms),
         ];
         self.fcall::<i64>("sk1_join", &keys, &args)
             .await
@@ -200,11 +201,16 @@ impl Link {
 
     /// Claims `shard` if it has no owner; the owner value afterwards.
     pub(crate) async fn claim(&self, node: &Identity, shard: u32) -> Result<String, RedisError> {
-        let keys = [self.keys.owner(shard), self.keys.epochs()];
+        let keys = [
+            self.keys.owner(shard),
+            self.keys.epochs(),
+            self.keys.alive(&node.id),
+        ];
         let args = [
             shard.to_string(),
             node.id.clone(),
             node.lease_ms.to_string(),
+            node.instance.clone(),
         ];
         self.fcall("sk1_claim", &keys, &args).await
     }
@@ -276,8 +282,10 @@ impl Link {
             ask.request.to_string(),
             ask.spacing_ms.to_string(),
             ask.validity_ms.to_string(),
-            ask.reserve.to_string(),
+            ask.reserve
+                .map_or_else(|| "-1".to_owned(), |r| r.to_string()),
             owner_value(&node.id, ask.epoch),
+            ask.pause_ms.to_string(),
         ];
         let (verdict, n): (String, u64) = self.fcall("sk1_grant", &keys, &args).await?;
         Ok(match verdict.as_str() {
@@ -304,6 +312,7 @@ impl Link {
             elapsed.as_millis().to_string(),
             gap.as_millis().to_string(),
             ask.validity_ms.to_string(),
+            ask.spacing_ms.to_string(),
         ];
         self.fcall::<i64>("sk1_written", &keys, &args)
             .await
@@ -373,6 +382,15 @@ pub(crate) struct Identity {
     pub(crate) lease_ms: u64,
 }
 
+/// What every node of a cluster must agree on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Terms {
+    pub(crate) total: u32,
+    pub(crate) max_concurrency: u32,
+    pub(crate) window_ms: u64,
+    pub(crate) margin_ms: u64,
+}
+
 /// One grant request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GrantAsk {
@@ -383,7 +401,10 @@ pub(crate) struct GrantAsk {
     pub(crate) request: u64,
     pub(crate) spacing_ms: u64,
     pub(crate) validity_ms: u64,
-    pub(crate) reserve: u32,
+    /// Session starts kept back (`None`: max(10, 5 % of the daily total), in Redis).
+    pub(crate) reserve: Option<u32>,
+    /// How long grants pause after Redis was silent (a restart).
+    pub(crate) pause_ms: u64,
 }
 
 /// Discord's `session_start_limit`.

@@ -190,6 +190,14 @@ impl std::fmt::Debug for Node {
     }
 }
 
+impl Drop for Node {
+    /// A node dropped without [`leave`](Node::leave) stops renewing: its leases lapse
+    /// and the other nodes take its shards.
+    fn drop(&mut self) {
+        let _ = self.inner.commands.send(Command::Halt);
+    }
+}
+
 impl Node {
     /// Connects to Redis, checks its settings and the cluster's, joins, and starts the
     /// control loop on a thread of its own (renewals must not wait for shards).

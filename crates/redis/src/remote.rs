@@ -295,17 +295,20 @@ type Entries = Option<Vec<(String, Vec<(String, Vec<String>)>)>>;
 /// Reads this node's command stream and carries each command out, until the node
 /// stops. Its own connection: a blocking read would hold up every other call.
 pub(crate) async fn serve(inner: Arc<Inner>, handle: ClusterHandle) {
-    let Ok(reader) = Link::connect(
-        &inner.config.url,
-        &inner.config.namespace,
-        Duration::from_secs(3),
-    )
-    .await
-    else {
-        tracing::error!(
-            "cannot open the command connection to Redis; commands from other nodes are not served"
-        );
-        return;
+    let reader = loop {
+        let connected = Link::connect(
+            &inner.config.url,
+            &inner.config.namespace,
+            Duration::from_secs(3),
+        )
+        .await;
+        match connected {
+            Ok(reader) => break reader,
+            Err(err) => {
+                tracing::warn!(%err, "cannot open the command connection to Redis; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     };
     let stream = inner.link.keys.commands(&inner.identity.id);
     let mut last = "$".to_owned();

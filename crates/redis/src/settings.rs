@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use shardkeeper_cluster::RestClient;
 
 use crate::error::NodeError;
-use crate::link::{Figures, Identity, Link};
+use crate::link::{Figures, Identity, Link, Terms};
 use crate::node::{Inner, NodeConfig, NodeInfo};
 
 /// Redis must never evict: an evicted lease or owner key would let two nodes run one
@@ -31,6 +31,16 @@ pub(crate) async fn check(link: &Link) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// What this node must agree on with every other.
+fn terms(config: &NodeConfig) -> Terms {
+    Terms {
+        total: config.total,
+        max_concurrency: config.max_concurrency,
+        window_ms: crate::control::millis(config.identify_window),
+        margin_ms: crate::control::millis(config.identify_margin),
+    }
+}
+
 /// This node's description for the others.
 pub(crate) fn info(config: &NodeConfig, leaving: bool) -> String {
     let info = NodeInfo {
@@ -53,10 +63,7 @@ pub(crate) async fn join(
     let deadline = Instant::now() + config.lease + Duration::from_secs(1);
     let info = info(config, false);
     loop {
-        match link
-            .join(identity, &info, config.total, config.max_concurrency)
-            .await
-        {
+        match link.join(identity, &info, &terms(config)).await {
             Ok(fresh) => {
                 if fresh {
                     tracing::info!(namespace = %config.namespace, "first node of the cluster (or Redis holds no data for it)");
@@ -98,6 +105,17 @@ pub(crate) async fn join(
                         ),
                     ));
                 }
+                Some("WINDOW") => {
+                    return Err(NodeError::conflict(
+                        "identify.window_ms",
+                        format!(
+                            "this node spaces identifies by {} ms + {} ms margin but the cluster by {} (window+margin); every node needs the same",
+                            crate::control::millis(config.identify_window),
+                            crate::control::millis(config.identify_margin),
+                            err.detail().unwrap_or("another")
+                        ),
+                    ));
+                }
                 Some("PROTOCOL") => {
                     return Err(NodeError::conflict(
                         "cluster.namespace",
@@ -122,14 +140,9 @@ pub(crate) async fn rejoin(
     config: &NodeConfig,
 ) -> Result<(), redis::RedisError> {
     link.load_library().await?;
-    link.join(
-        identity,
-        &info(config, false),
-        config.total,
-        config.max_concurrency,
-    )
-    .await
-    .map(drop)
+    link.join(identity, &info(config, false), &terms(config))
+        .await
+        .map(drop)
 }
 
 /// Tells the other nodes this one is leaving, so placement gives them its shards.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shardkeeper_cluster::Grant;
 
-use super::{Control, POLL, REFRESH_EVERY_MS, RETRY, budget_total, millis, reserve, spacing};
+use super::{Control, POLL, REFRESH_EVERY_MS, RETRY, millis, spacing};
 use crate::link::GrantAsk;
 use crate::node::{GRANT_VALIDITY, NodeCounters};
 
@@ -40,19 +40,31 @@ impl Control {
                 request: waiter.request,
                 spacing_ms: millis(spacing(config)),
                 validity_ms: millis(GRANT_VALIDITY),
-                reserve: reserve(config, budget_total(&inner)),
+                reserve: config.reserve,
+                pause_ms: millis(config.lease.max(spacing(config))),
             };
-            let sent = Instant::now();
-            let Some(verdict) = self.redis(inner.link.grant(&inner.identity, &ask).await) else {
+            let now = Instant::now();
+            let answer = inner.link.grant(&inner.identity, &ask).await;
+            let Some(waiter) = self.waiting.get_mut(&shard) else {
+                continue;
+            };
+            let sent = *waiter.unknown_since.get_or_insert(now);
+            let Some(verdict) = self.redis(answer) else {
                 break;
             };
+            if let Some(waiter) = self.waiting.get_mut(&shard)
+                && !matches!(verdict, crate::link::Verdict::Grant(_))
+            {
+                // A definite "no": no grant of this request is outstanding.
+                waiter.unknown_since = None;
+            }
             match verdict {
                 crate::link::Verdict::Grant(valid_ms) => {
                     let Some(waiter) = self.waiting.remove(&shard) else {
                         continue;
                     };
-                    // Valid from before the request was sent, less a margin for the
-                    // hop to the shard's socket.
+                    // Valid from before the first request that may have made it was
+                    // sent, less a margin for the hop to the shard's socket.
                     let deadline = sent + Duration::from_millis(valid_ms - valid_ms / 4);
                     self.parked.remove(&shard);
                     if Instant::now() < deadline && waiter.reply.send(Grant { bucket }).is_ok() {

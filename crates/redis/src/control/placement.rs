@@ -45,9 +45,21 @@ impl Control {
                         .is_some_and(|&e| epoch_of(value, me) == Some(e)) =>
                 {
                     self.orphan_since.remove(&shard);
-                    let keep = mine.is_some() && assignment.target(shard) == mine;
+                    // A shard taken in place of a target that did not claim it stays a
+                    // while, so it does not cycle down and up every takeover period.
+                    let covering = self.fallback_until.get(&shard).is_some_and(|&t| now < t);
+                    let keep = mine.is_some() && (assignment.target(shard) == mine || covering);
                     if !keep && handovers < bound && self.handing_over.insert(shard) {
                         handovers += 1;
+                    }
+                }
+                // This node's own claim whose reply was lost: it is ours.
+                Some(value) if !held.contains_key(&shard) && epoch_of(value, me).is_some() => {
+                    if let Some(epoch) = epoch_of(value, me)
+                        && self.covered(inner.config.lease / 3)
+                    {
+                        tracing::info!(node = %me, shard, epoch, "adopting a claim whose reply was lost");
+                        inner.held().insert(shard, epoch);
                     }
                 }
                 Some(_) => {
@@ -68,6 +80,27 @@ impl Control {
         if handovers > 0 {
             tracing::info!(node = %me, shards = handovers, "handing shards over to their new nodes");
         }
+        self.claim(claims, &assignment, mine, &live).await;
+        let running: ShardSet = inner
+            .held()
+            .keys()
+            .copied()
+            .filter(|s| !self.handing_over.contains(s))
+            .collect();
+        publish(&inner, running);
+    }
+
+    /// Claims `claims` (orphans placement gives this node), a bounded number, after a
+    /// random pause, only while the last renewal covers them.
+    async fn claim(
+        &mut self,
+        claims: Vec<u32>,
+        assignment: &Assignment,
+        mine: Option<usize>,
+        live: &[crate::assign::Candidate],
+    ) {
+        let inner = Arc::clone(&self.inner);
+        let me = &inner.identity.id;
         if !claims.is_empty() {
             // Nodes that saw the same orphans in the same instant do not all knock at
             // once, and RESUMEs go out a bounded number at a time.
@@ -75,10 +108,32 @@ impl Control {
             tokio::time::sleep(Duration::from_millis(jitter)).await;
         }
         for shard in claims.into_iter().take(CLAIMS_PER_TICK) {
-            let Some(value) = self.redis(inner.link.claim(&inner.identity, shard).await) else {
+            // A shard claimed while the fence is about to lapse would start fenced for
+            // good: claim only while the last renewal still covers a third of a lease.
+            if !self.covered(inner.config.lease / 3) {
+                break;
+            }
+            let claimed = inner.link.claim(&inner.identity, shard).await;
+            if let Err(err) = &claimed
+                && err.code() == Some("DUPLICATE")
+            {
+                inner.fence("another live node took this node's id");
+                self.deposed = true;
+                break;
+            }
+            let Some(value) = self.redis(claimed) else {
                 break;
             };
             if let Some(epoch) = epoch_of(&value, me) {
+                if !self.covered(Duration::ZERO) {
+                    // Fenced while the claim was out: give it straight back.
+                    self.redis(inner.link.release(&inner.identity, shard, epoch).await);
+                    break;
+                }
+                if assignment.target(shard) != mine {
+                    self.fallback_until
+                        .insert(shard, Instant::now() + inner.config.lease * 3);
+                }
                 NodeCounters::add(&inner.counters.claims, 1);
                 let previous = self.last_owner.get(&shard);
                 if previous.is_some_and(|node| !live.iter().any(|c| &c.id == node)) {
@@ -89,18 +144,23 @@ impl Control {
                 tracing::info!(node = %me, shard, epoch, "shard claimed");
             }
         }
-        let running: ShardSet = inner
-            .held()
-            .keys()
-            .copied()
-            .filter(|s| !self.handing_over.contains(s))
-            .collect();
-        publish(&inner, running);
     }
 
-    /// The supervisor stopped a shard and stored its session: give the claim up.
+    /// Whether the last renewal covers this node's leases for `margin` more.
+    fn covered(&self, margin: Duration) -> bool {
+        self.inner
+            .valid_until()
+            .is_some_and(|until| Instant::now() + margin < until)
+    }
+
+    /// The supervisor stopped a shard and stored its session: give the claim up. A
+    /// report of an older run (the shard was not being handed over) leaves a newer
+    /// claim alone.
     pub(super) async fn released(&mut self, shard: u32) {
-        self.handing_over.remove(&shard);
+        if !self.handing_over.remove(&shard) && self.inner.assigned.borrow().contains(&shard) {
+            return;
+        }
+        self.fallback_until.remove(&shard);
         self.inner
             .written
             .lock()
