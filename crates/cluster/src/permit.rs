@@ -23,6 +23,10 @@ use crate::snapshot::IdentifyStatus;
 pub struct Grant {
     /// The bucket it was granted in.
     pub bucket: u32,
+    /// The IDENTIFY must be sent before this instant, if the source says so (a shared
+    /// schedule spaces its grants by how long each stays valid). A shard that gets the
+    /// grant later reports it unused and asks again.
+    pub valid_until: Option<Instant>,
 }
 
 /// Identify permits for the shards of this process.

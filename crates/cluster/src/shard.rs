@@ -267,10 +267,24 @@ impl Shard {
         let granted = self.shared.permits.ask(self.id);
         let handle = ctx.spawn(granted.into_actor(self).map(|grant, act, ctx| {
             act.permit = None;
-            // A closed channel means the source replaced or dropped the request.
-            if grant.is_ok() {
-                act.session.handle(clock::now(), Input::PermitGranted);
-                act.after_input(ctx);
+            let now = clock::now();
+            match grant {
+                Ok(grant) if grant.valid_until.is_some_and(|until| now >= until) => {
+                    // Too late to IDENTIFY under this grant: the bucket may be someone
+                    // else's by now.
+                    tracing::warn!(
+                        shard = act.id,
+                        "identify permit arrived expired; asking again"
+                    );
+                    act.shared.permits.unused(act.id);
+                    act.ask_permit(ctx);
+                }
+                Ok(_) => {
+                    act.session.handle(now, Input::PermitGranted);
+                    act.after_input(ctx);
+                }
+                // A closed channel means the source replaced or dropped the request.
+                Err(_) => {}
             }
         }));
         self.permit = Some(handle);

@@ -13,6 +13,11 @@ use crate::placement::{Placement, ShardSet};
 use crate::shard::{Incarnation, Retire, Shard, ShardGone, Shared};
 use crate::status::StatusCell;
 
+/// Reads of a shard's stored session tried again after the first fails.
+const LOAD_ATTEMPTS: u32 = 3;
+/// Pause between those reads.
+const LOAD_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The placement's set changed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -112,13 +117,23 @@ impl Supervisor {
 
     /// The stored session of a shard assigned after start-up (another process may have
     /// handed it over).
+    /// A failed read is tried again a few times first: identifying instead would drop
+    /// the events Discord still holds for the session, and spend a session start.
     fn load(&self, id: u32) -> Option<ResumeInfo> {
         let ledger = &self.shared.ledger;
-        match ledger.resumable_shard(id, self.shared.total, self.setup.session_max_age) {
-            Ok(resume) => resume,
-            Err(err) => {
-                tracing::error!(shard = id, %err, "cannot read the stored session; identifying");
-                None
+        let mut attempt = 0;
+        loop {
+            match ledger.resumable_shard(id, self.shared.total, self.setup.session_max_age) {
+                Ok(resume) => return resume,
+                Err(err) if attempt < LOAD_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(shard = id, %err, attempt, "cannot read the stored session; trying again");
+                    std::thread::sleep(LOAD_RETRY);
+                }
+                Err(err) => {
+                    tracing::error!(shard = id, %err, "cannot read the stored session; identifying");
+                    return None;
+                }
             }
         }
     }

@@ -542,3 +542,58 @@ async fn shards_leave_and_join_the_placement_and_one_assigned_back_mid_handover_
     cluster.shutdown().await.expect("shutdown");
     sim.shutdown().await;
 }
+
+/// Grants at once; the first grant it hands out has already expired.
+#[derive(Default)]
+struct ExpiresFirst {
+    asks: std::sync::atomic::AtomicU32,
+    unused: std::sync::atomic::AtomicU32,
+}
+
+impl shardkeeper_cluster::PermitSource for ExpiresFirst {
+    fn ask(&self, _shard: u32) -> tokio::sync::oneshot::Receiver<shardkeeper_cluster::Grant> {
+        let first = self.asks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(shardkeeper_cluster::Grant {
+            bucket: 0,
+            valid_until: first.then(Instant::now),
+        });
+        rx
+    }
+    fn cancel(&self, _shard: u32) {}
+    fn written(&self, _shard: u32, _at: Instant) {}
+    fn unused(&self, _shard: u32) {
+        self.unused
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn status(&self) -> Option<shardkeeper_cluster::IdentifyStatus> {
+        None
+    }
+    fn halt(&self) {}
+}
+
+#[actix::test]
+async fn a_permit_that_arrives_expired_is_given_back_and_asked_for_again() {
+    let sim = Sim::start(sim_config(1, 1)).await.expect("sim");
+    let permits = Arc::new(ExpiresFirst::default());
+    let cluster = builder(&sim, cluster_config(&sim))
+        .permits(Arc::clone(&permits) as Arc<dyn shardkeeper_cluster::PermitSource>)
+        .start()
+        .await
+        .expect("cluster");
+    until(&cluster, &sim, "the shard ready", || {
+        cluster
+            .shard(0)
+            .is_some_and(|s| s.state == StateKind::Ready)
+    })
+    .await;
+    assert_eq!(permits.unused.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(permits.asks.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        sim.stats().identifies,
+        1,
+        "no IDENTIFY under the expired grant"
+    );
+    cluster.shutdown().await.expect("shutdown");
+    sim.shutdown().await;
+}

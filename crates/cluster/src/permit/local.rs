@@ -192,7 +192,11 @@ impl IdentifyCoordinator {
                         remaining = self.schedule.remaining(),
                         "identify permit granted"
                     );
-                    if reply.send(Grant { bucket }).is_err() {
+                    let grant = Grant {
+                        bucket,
+                        valid_until: None,
+                    };
+                    if reply.send(grant).is_err() {
                         // The shard went away meanwhile: the grant's window still holds.
                         self.schedule.unused(shard);
                     }

@@ -67,7 +67,11 @@ impl Control {
                     // sent, less a margin for the hop to the shard's socket.
                     let deadline = sent + Duration::from_millis(valid_ms - valid_ms / 4);
                     self.parked.remove(&shard);
-                    if Instant::now() < deadline && waiter.reply.send(Grant { bucket }).is_ok() {
+                    let grant = Grant {
+                        bucket,
+                        valid_until: Some(deadline),
+                    };
+                    if Instant::now() < deadline && waiter.reply.send(grant).is_ok() {
                         NodeCounters::add(&inner.counters.grants, 1);
                         self.granted.insert(shard, (ask, sent));
                     } else {
