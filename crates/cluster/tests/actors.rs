@@ -1,7 +1,6 @@
 //! The actor layer against the simulator in this process, at mid speed, the shards'
 //! gateway connections in memory (a `Dialer`; only `/gateway/bot` goes over loopback
-//! HTTP): the supervisor
-//! restarting a crashed shard actor, quarantine parking a shard that never comes up,
+//! HTTP): the supervisor restarting a crashed shard actor, quarantine parking a shard that never comes up,
 //! the coordinator's start-up gather window, and shards leaving and joining the
 //! placement while the cluster runs. A few shards, shrunk windows, a few seconds each.
 #![allow(clippy::expect_used, reason = "test helpers fail the test loudly")]
@@ -10,19 +9,21 @@
     reason = "tests time the cluster from outside, on the real clock"
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use common::{Recorded, Recorder};
 use shardkeeper_cluster::{
     Auto, Cluster, ClusterBuilder, ClusterConfig, ClusterHandle, Delivery, Dialer, Event,
-    EventSink, MemoryStore, Placement, QuarantinePolicy, SessionStore, ShardSet, ShardSnapshot,
-    StateKind, StaticPlacement,
+    EventSink, MemoryStore, Placement, QuarantinePolicy, SessionStore, ShardSnapshot, StateKind,
+    StaticPlacement,
 };
 use shardkeeper_protocol::{Compression, Token};
 use shardkeeper_session::Timing;
 use shardkeeper_sim::{MemoryDialer, Sim, SimConfig, SimHandle, Stats, ViolationKind};
-use tokio::sync::watch;
 
 const TOKEN: &str = "actors-token";
 /// How long any one wait of these tests may take.
@@ -139,37 +140,6 @@ fn identity(s: &ShardSnapshot) -> impl PartialEq + std::fmt::Debug {
     )
 }
 
-/// Records every event's sequence per shard.
-#[derive(Default)]
-struct Recorder {
-    seen: Mutex<BTreeMap<u32, Vec<u64>>>,
-}
-
-impl Recorder {
-    fn seen(&self) -> BTreeMap<u32, Vec<u64>> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl EventSink for Recorder {
-    fn name(&self) -> &'static str {
-        "recorder"
-    }
-
-    fn deliver(&self, event: &Event) -> Delivery {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(event.shard)
-            .or_default()
-            .push(event.seq);
-        Delivery::Accepted
-    }
-}
-
 /// A sink whose `flush` blocks while the gate is shut: the store's flush path (and so a
 /// shard's handover, which flushes before it releases the shard) waits for the test.
 #[derive(Default)]
@@ -200,42 +170,6 @@ impl EventSink for FlushGate {
             .opened
             .wait_while(shut, |shut| *shut)
             .unwrap_or_else(PoisonError::into_inner);
-    }
-}
-
-/// A static placement that remembers what was released.
-struct Recorded {
-    inner: StaticPlacement,
-    released: Mutex<Vec<u32>>,
-}
-
-impl Recorded {
-    fn new(ids: impl IntoIterator<Item = u32>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: StaticPlacement::new(ids),
-            released: Mutex::default(),
-        })
-    }
-
-    fn released(&self) -> Vec<u32> {
-        self.released
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Placement for Recorded {
-    fn watch(&self) -> watch::Receiver<ShardSet> {
-        self.inner.watch()
-    }
-
-    fn released(&self, shard: u32) {
-        self.released
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(shard);
-        self.inner.released(shard);
     }
 }
 

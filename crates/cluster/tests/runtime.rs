@@ -7,19 +7,20 @@
     reason = "tests time the cluster from outside, on the real clock"
 )]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::{Recorded, Recorder};
 use shardkeeper_cluster::{
-    Auto, Cluster, ClusterConfig, ClusterHandle, Delivery, Event, EventSink, MemoryStore,
-    Placement, SessionStore, ShardSet, StateKind, StaticPlacement,
+    Auto, Cluster, ClusterConfig, ClusterHandle, EventSink, MemoryStore, SessionStore, StateKind,
 };
 use shardkeeper_protocol::{Compression, Token};
 use shardkeeper_session::Timing;
 use shardkeeper_sim::{Sim, SimConfig, SimHandle};
-use tokio::sync::watch;
 
 const TOKEN: &str = "runtime-token";
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -74,77 +75,6 @@ fn ready(cluster: &ClusterHandle, ids: &[u32]) -> bool {
     })
 }
 
-/// Records every event's sequence per shard; answers `Full` while closed.
-#[derive(Default)]
-struct Recorder {
-    seen: Mutex<BTreeMap<u32, Vec<u64>>>,
-    closed: AtomicBool,
-}
-
-impl Recorder {
-    fn seen(&self) -> BTreeMap<u32, Vec<u64>> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl EventSink for Recorder {
-    fn name(&self) -> &'static str {
-        "recorder"
-    }
-
-    fn deliver(&self, event: &Event) -> Delivery {
-        if self.closed.load(Ordering::SeqCst) {
-            return Delivery::Full;
-        }
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(event.shard)
-            .or_default()
-            .push(event.seq);
-        Delivery::Accepted
-    }
-}
-
-/// A static placement that remembers what was released.
-struct Recorded {
-    inner: StaticPlacement,
-    released: Mutex<BTreeSet<u32>>,
-}
-
-impl Recorded {
-    fn new(ids: impl IntoIterator<Item = u32>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: StaticPlacement::new(ids),
-            released: Mutex::default(),
-        })
-    }
-
-    fn released(&self) -> BTreeSet<u32> {
-        self.released
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Placement for Recorded {
-    fn watch(&self) -> watch::Receiver<ShardSet> {
-        self.inner.watch()
-    }
-
-    fn released(&self, shard: u32) {
-        self.released
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(shard);
-        self.inner.released(shard);
-    }
-}
-
 /// Every sequence the simulator sent on each shard's current session was seen.
 fn covered(sim: &SimHandle, seen: &BTreeMap<u32, Vec<u64>>) -> bool {
     sim.stats().shards.iter().all(|(id, shard)| {
@@ -177,7 +107,7 @@ async fn shards_follow_their_placement_and_hand_over_by_resume() {
 
     first.inner.assign([0, 1]);
     until("shards 2 and 3 released", || {
-        first.released() == BTreeSet::from([2, 3])
+        first.released().into_iter().collect::<BTreeSet<u32>>() == BTreeSet::from([2, 3])
     })
     .await;
     assert_eq!(a.ids(), [0, 1], "given-away shards leave the directory");

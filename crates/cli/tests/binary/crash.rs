@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shardkeeper_sim::{Sim, SimConfig, SimHandle, ViolationKind};
 
-use crate::support::{SIM_TOKEN, binary, ready_shards, run_against, runtime, wait_for};
+use crate::support::{SIM_TOKEN, binary, missing, ready_shards, run_against, runtime, wait_for};
 
 fn sim(runtime: &tokio::runtime::Runtime, config: SimConfig) -> SimHandle {
     runtime
@@ -39,24 +39,7 @@ fn delivered(path: &Path) -> (BTreeMap<u32, BTreeSet<u64>>, usize) {
 
 /// Every sequence the simulator sent on each shard's (single) session is in the file.
 fn gaps(sim: &SimHandle, path: &Path) -> Vec<String> {
-    let (seen, _) = delivered(path);
-    let stats = sim.stats();
-    stats
-        .sessions
-        .iter()
-        .filter_map(|session| {
-            let got = seen.get(&session.shard);
-            let missing = (1..=session.last_seq)
-                .filter(|s| got.is_none_or(|g| !g.contains(s)))
-                .count();
-            (missing > 0).then(|| {
-                format!(
-                    "shard {} misses {missing} of {} events",
-                    session.shard, session.last_seq
-                )
-            })
-        })
-        .collect()
+    missing(sim, &delivered(path).0)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use shardkeeper_sim::{Sim, SimConfig, SimHandle};
 
-use crate::support::{ADMIN_TOKEN, Running, SIM_TOKEN, binary};
+use crate::support::{ADMIN_TOKEN, Running, SIM_TOKEN, binary, missing};
 
 /// Lease of the test nodes: short, so failovers finish in a few seconds.
 pub(crate) const LEASE_MS: u64 = 2000;
@@ -236,23 +236,7 @@ pub(crate) fn delivered(dir: &Path) -> BTreeMap<u32, BTreeSet<u64>> {
 
 /// Events the simulator sent on each session that no node's file holds.
 pub(crate) fn lost(sim: &SimHandle, dir: &Path) -> Vec<String> {
-    let seen = delivered(dir);
-    sim.stats()
-        .sessions
-        .iter()
-        .filter_map(|session| {
-            let got = seen.get(&session.shard);
-            let missing = (1..=session.last_seq)
-                .filter(|s| got.is_none_or(|g| !g.contains(s)))
-                .count();
-            (missing > 0).then(|| {
-                format!(
-                    "shard {} misses {missing} of {} events",
-                    session.shard, session.last_seq
-                )
-            })
-        })
-        .collect()
+    missing(sim, &delivered(dir))
 }
 
 /// Lines of a node's log that mention `needle`.

@@ -142,3 +142,27 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Per session the simulator started, how many of its events `seen` (shard → seqs)
+/// lacks, for the sessions that lack any.
+pub(crate) fn missing(
+    sim: &SimHandle,
+    seen: &std::collections::BTreeMap<u32, std::collections::BTreeSet<u64>>,
+) -> Vec<String> {
+    sim.stats()
+        .sessions
+        .iter()
+        .filter_map(|session| {
+            let got = seen.get(&session.shard);
+            let missing = (1..=session.last_seq)
+                .filter(|s| got.is_none_or(|g| !g.contains(s)))
+                .count();
+            (missing > 0).then(|| {
+                format!(
+                    "shard {} misses {missing} of {} events",
+                    session.shard, session.last_seq
+                )
+            })
+        })
+        .collect()
+}
