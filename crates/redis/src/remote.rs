@@ -14,6 +14,7 @@ use shardkeeper_cluster::{
     StateKind,
 };
 
+use crate::control::millis;
 use crate::link::Link;
 use crate::node::{Inner, NodeCounters, NodeInfo};
 
@@ -311,7 +312,16 @@ pub(crate) async fn serve(inner: Arc<Inner>, handle: ClusterHandle) {
         }
     };
     let stream = inner.link.keys.commands(&inner.identity.id);
-    let mut last = "$".to_owned();
+    // From the oldest command a sender may still be waiting for: one sent between this
+    // node's first claims and now is carried out, an older one is not.
+    let mut last = match reader.query::<(u64, u64)>(&redis::cmd("TIME")).await {
+        Ok((secs, micros)) => {
+            let now_ms = secs * 1000 + micros / 1000;
+            let since = now_ms.saturating_sub(millis(FORWARD_TIMEOUT));
+            format!("{since}-0")
+        }
+        Err(_) => "$".to_owned(),
+    };
     loop {
         let mut read = redis::cmd("XREAD");
         read.arg("COUNT")
