@@ -8,7 +8,7 @@ use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers, VoiceSt
 use utoipa::ToSchema;
 
 use crate::ApiError;
-use crate::auth::Authorized;
+use crate::auth::{Authorized, Operator};
 use crate::state::AdminState;
 use crate::wire::{IdentifyWire, NodeWire, ShardView};
 
@@ -191,10 +191,10 @@ fn audit<T>(state: &AdminState, action: &str, target: &str, result: &Result<T, C
 /// Reconnects a shard now: RESUME, or with `fresh=true` a new session.
 #[utoipa::path(post, path = "/api/v1/shards/{id}/restart",
     params(("id" = u32, Path, description = "Shard id"), RestartQuery),
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn restart_shard(
-    _: Authorized,
+    _: Operator,
     id: web::Path<String>,
     query: web::Query<RestartQuery>,
     state: web::Data<AdminState>,
@@ -210,10 +210,10 @@ pub(crate) async fn restart_shard(
 /// Closes a shard with 4000 (the session stays resumable) and keeps it stopped.
 #[utoipa::path(post, path = "/api/v1/shards/{id}/stop",
     params(("id" = u32, Path, description = "Shard id")),
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn stop_shard(
-    _: Authorized,
+    _: Operator,
     id: web::Path<String>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -230,10 +230,10 @@ pub(crate) async fn stop_shard(
 /// Starts a stopped, quarantined or failed shard.
 #[utoipa::path(post, path = "/api/v1/shards/{id}/start",
     params(("id" = u32, Path, description = "Shard id")),
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn start_shard(
-    _: Authorized,
+    _: Operator,
     id: web::Path<String>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -250,10 +250,10 @@ pub(crate) async fn start_shard(
 /// Rolling restart of every shard, one after another, each resuming before the next.
 #[utoipa::path(post, path = "/api/v1/shards/restart",
     params(RestartQuery),
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn restart_all(
-    _: Authorized,
+    _: Operator,
     query: web::Query<RestartQuery>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -283,10 +283,10 @@ pub(crate) async fn restart_all(
 #[utoipa::path(post, path = "/api/v1/presence",
     params(PresenceQuery),
     request_body = PresenceUpdate,
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn presence(
-    _: Authorized,
+    _: Operator,
     query: web::Query<PresenceQuery>,
     body: web::Json<PresenceUpdate>,
     state: web::Data<AdminState>,
@@ -307,10 +307,10 @@ pub(crate) async fn presence(
 /// Sends op 4 on the shard that owns the guild.
 #[utoipa::path(post, path = "/api/v1/voice-state",
     request_body = VoiceStateUpdate,
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn voice_state(
-    _: Authorized,
+    _: Operator,
     body: web::Json<VoiceStateUpdate>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -324,10 +324,10 @@ pub(crate) async fn voice_state(
 #[utoipa::path(post, path = "/api/v1/guilds/{guild_id}/members",
     params(("guild_id" = String, Path, description = "Guild snowflake")),
     request_body = MembersBody,
-    responses((status = 200, body = MembersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses((status = 200, body = MembersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn members(
-    _: Authorized,
+    _: Operator,
     guild: web::Path<String>,
     body: web::Json<MembersBody>,
     state: web::Data<AdminState>,

@@ -12,6 +12,9 @@ pub enum ApiError {
     /// Missing or wrong `Authorization: Bearer` token.
     #[error("missing or invalid admin token")]
     Unauthorized,
+    /// The token may not do this (the read-only token on a route that changes things).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -52,6 +55,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

@@ -50,6 +50,9 @@ pub struct AdminConfig {
     pub bind: SocketAddr,
     /// The admin token; the API does not start without one.
     pub token: Token,
+    /// An optional read-only token: lists, identify, metrics and events, 403 on every
+    /// route that changes something.
+    pub read_token: Option<Token>,
 }
 
 /// Why the admin API could not start.
@@ -118,6 +121,7 @@ pub fn start(
     let state = web::Data::new(AdminState {
         cluster,
         token: config.token,
+        read_token: config.read_token.filter(|token| !token.is_empty()),
         hub,
         requests_refused: refused,
         subscribers,

@@ -11,6 +11,8 @@ use crate::events::EventHub;
 pub(crate) struct AdminState {
     pub(crate) cluster: ClusterHandle,
     pub(crate) token: Token,
+    /// The optional read-only token.
+    pub(crate) read_token: Option<Token>,
     pub(crate) hub: EventHub,
     pub(crate) requests_refused: Counter,
     pub(crate) subscribers: Gauge,

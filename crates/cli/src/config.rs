@@ -59,6 +59,8 @@ pub(crate) struct Config {
     pub(crate) store_path: PathBuf,
     pub(crate) admin_bind: SocketAddr,
     pub(crate) admin_token_env: String,
+    /// "" = no read-only token.
+    pub(crate) read_token_env: String,
     pub(crate) sinks: Vec<SinkSpec>,
     pub(crate) mode: Mode,
     /// The Redis URL; may hold a password, so it is kept like a token.
@@ -87,6 +89,7 @@ impl Default for Config {
             store_path: PathBuf::from("data/shardkeeper.sled"),
             admin_bind: SocketAddr::from(([127, 0, 0, 1], 7878)),
             admin_token_env: "SHARDKEEPER_ADMIN_TOKEN".into(),
+            read_token_env: "SHARDKEEPER_READ_TOKEN".into(),
             sinks: vec![SinkSpec::Stdout],
             mode: Mode::Single,
             redis_url: Token::new("redis://127.0.0.1:6379/0"),
@@ -204,6 +207,13 @@ const KEYS: &[Key] = &[
         name: "admin.token_env",
         set: |c, v| {
             c.admin_token_env = env_name(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "admin.read_token_env",
+        set: |c, v| {
+            string(v)?.trim().clone_into(&mut c.read_token_env);
             Ok(())
         },
     },
@@ -350,6 +360,17 @@ impl Config {
     /// The identify window the file asks for.
     pub(crate) fn identify_window(&self) -> Duration {
         self.cluster.identify_window
+    }
+
+    /// The read-only token, when the variable `admin.read_token_env` names is set.
+    pub(crate) fn read_token(&self) -> Option<Token> {
+        if self.read_token_env.is_empty() {
+            return None;
+        }
+        std::env::var(&self.read_token_env)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+            .map(|value| Token::new(&value))
     }
 
     /// Reads a secret from the environment variable a `*.token_env` key names.

@@ -88,6 +88,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         AdminConfig {
             bind: args.admin,
             token: Token::new(&admin_token),
+            read_token: None,
         },
         cluster.clone(),
         hub,

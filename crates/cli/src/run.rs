@@ -73,6 +73,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         AdminConfig {
             bind: config.admin_bind,
             token: admin_token,
+            read_token: config.read_token(),
         },
         cluster.clone(),
         hub,

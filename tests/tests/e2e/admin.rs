@@ -19,9 +19,15 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn start(env: &Env) -> (AdminServer, Self) {
+        Self::start_with(env, None)
+    }
+
+    /// The admin API with a read-only token besides the admin token.
+    pub(crate) fn start_with(env: &Env, read_token: Option<&str>) -> (AdminServer, Self) {
         let config = AdminConfig {
             bind: "127.0.0.1:0".parse().expect("addr"),
             token: Token::new(ADMIN_TOKEN),
+            read_token: read_token.map(Token::new),
         };
         let server = shardkeeper_admin::start(config, env.cluster.clone(), env.hub.clone())
             .expect("admin starts");
@@ -85,7 +91,7 @@ impl Api {
     }
 }
 
-const PROTECTED: [(&str, &str); 12] = [
+const PROTECTED: [(&str, &str); 13] = [
     ("GET", "/api/v1/shards"),
     ("GET", "/api/v1/shards/0"),
     ("POST", "/api/v1/shards/0/restart"),
@@ -96,6 +102,7 @@ const PROTECTED: [(&str, &str); 12] = [
     ("POST", "/api/v1/voice-state"),
     ("POST", "/api/v1/guilds/1/members"),
     ("GET", "/api/v1/identify"),
+    ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/events"),
 ];
@@ -128,6 +135,51 @@ async fn every_protected_route_needs_the_token() {
             "{path} is open"
         );
     }
+    server.stop().await;
+    env.stop().await;
+}
+
+/// The read-only token reads (lists, one shard, identify, events) and gets 403 on
+/// every route that changes something; nothing changes.
+#[actix::test]
+async fn the_read_only_token_reads_and_changes_nothing() {
+    const READER: &str = "reader-secret-token";
+    let env = Env::start(sim_config(2, 2)).await;
+    let (server, api) = Api::start_with(&env, Some(READER));
+    env.all_ready(Duration::from_secs(20)).await;
+    let identifies = env.sim.stats().identifies;
+    for (method, path) in PROTECTED {
+        let (status, body) = api
+            .call(
+                if method == "GET" { "GET" } else { "POST" },
+                path,
+                Some(READER),
+                Some("{}".into()),
+            )
+            .await;
+        match (method, path) {
+            // A WebSocket route answers a plain GET with 400 once the token passed.
+            ("GET", "/api/v1/events") => assert_eq!(status, 400, "{path}: {body}"),
+            // Single mode has no cluster view.
+            ("GET", "/api/v1/nodes") => assert_eq!(status, 404, "{path}: {body}"),
+            ("GET", _) => assert_eq!(status, 200, "GET {path}: {body}"),
+            _ => {
+                assert_eq!(status, 403, "{method} {path}: {body}");
+                assert_eq!(body["error"], "the read-only token may not change anything");
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.sim.stats().identifies, identifies, "nothing restarted");
+    assert!(
+        env.cluster
+            .shards()
+            .iter()
+            .all(|s| s.state == StateKind::Ready),
+        "nothing stopped"
+    );
+    let (status, _) = api.post("/api/v1/shards/0/restart", None).await;
+    assert_eq!(status, 202, "the admin token still may");
     server.stop().await;
     env.stop().await;
 }

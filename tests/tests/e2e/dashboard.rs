@@ -163,6 +163,7 @@ async fn dashboard_shows_tiles_and_restarts_a_shard() {
         AdminConfig {
             bind: "127.0.0.1:0".parse().expect("addr"),
             token: Token::new(token),
+            read_token: None,
         },
         env.cluster.clone(),
         env.hub.clone(),

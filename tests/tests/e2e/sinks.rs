@@ -73,6 +73,7 @@ async fn websocket_sink_contract_and_slow_subscribers() {
         AdminConfig {
             bind: "127.0.0.1:0".parse().expect("addr"),
             token: Token::new("hub-token"),
+            read_token: None,
         },
         env.cluster.clone(),
         hub.clone(),
