@@ -67,6 +67,10 @@ impl Shard {
         while self.session.poll_action().is_some() {}
         if !self.fenced {
             self.fenced = true;
+            // Events a full sink has not taken yet were never stored: the node that
+            // owns the shard now replays them from the stored sequence.
+            self.backlog.clear();
+            self.persist = None;
             tracing::warn!(
                 shard = self.id,
                 "fenced: closing the connection and waiting to be retired"
