@@ -15,14 +15,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::{Recorded, Recorder};
+use common::{MARGIN, Recorded, Recorder};
 use shardkeeper_cluster::{
-    Auto, Cluster, ClusterBuilder, ClusterConfig, ClusterHandle, Delivery, Dialer, Event,
-    EventSink, MemoryStore, Placement, QuarantinePolicy, SessionStore, ShardSnapshot, StateKind,
+    Cluster, ClusterBuilder, ClusterConfig, ClusterHandle, Delivery, Dialer, Event, EventSink,
+    MemoryStore, Placement, QuarantinePolicy, SessionStore, ShardSnapshot, StateKind,
     StaticPlacement,
 };
-use shardkeeper_protocol::{Compression, Token};
-use shardkeeper_session::Timing;
 use shardkeeper_sim::{MemoryDialer, Sim, SimConfig, SimHandle, Stats, ViolationKind};
 
 const TOKEN: &str = "actors-token";
@@ -30,8 +28,6 @@ const TOKEN: &str = "actors-token";
 const PATIENCE: Duration = Duration::from_secs(8);
 /// The identify window of simulator and cluster alike.
 const WINDOW: Duration = Duration::from_millis(100);
-/// What the cluster adds to each window.
-const MARGIN: Duration = Duration::from_millis(50);
 /// How long the first window waits at most for the start-up batch to ask (`GATHER` in
 /// `permit/local.rs`).
 const GATHER_LIMIT: Duration = Duration::from_secs(1);
@@ -63,21 +59,7 @@ fn sim_config(shards: u32, max_concurrency: u32) -> SimConfig {
 }
 
 fn cluster_config(sim: &SimHandle) -> ClusterConfig {
-    let mut config = ClusterConfig::new(Token::new(TOKEN));
-    config.api_base = sim.api_base();
-    config.session.compression = Compression::ZlibStream;
-    config.total = Auto::Auto;
-    config.max_concurrency = Auto::Auto;
-    config.identify_window = WINDOW;
-    config.identify_margin = MARGIN;
-    config.threads = 2;
-    config.flush_interval = Duration::from_millis(50);
-    config.session.timing = Timing {
-        backoff_base: Duration::from_millis(50),
-        backoff_cap: Duration::from_secs(1),
-        ..Timing::default()
-    };
-    config
+    common::cluster_config(sim, TOKEN, WINDOW)
 }
 
 /// Polls `check` until it holds; on timeout, fails with the shards and the simulator's

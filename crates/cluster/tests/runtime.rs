@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::{Recorded, Recorder};
 use shardkeeper_cluster::{
-    Auto, Cluster, ClusterConfig, ClusterHandle, EventSink, MemoryStore, SessionStore, StateKind,
+    Cluster, ClusterConfig, ClusterHandle, EventSink, MemoryStore, SessionStore, StateKind,
 };
-use shardkeeper_protocol::{Compression, Token};
-use shardkeeper_session::Timing;
 use shardkeeper_sim::{Sim, SimConfig, SimHandle};
 
 const TOKEN: &str = "runtime-token";
@@ -41,21 +39,7 @@ fn sim_config(shards: u32, events_per_sec: f64) -> SimConfig {
 }
 
 fn cluster_config(sim: &SimHandle) -> ClusterConfig {
-    let mut config = ClusterConfig::new(Token::new(TOKEN));
-    config.api_base = sim.api_base();
-    config.session.compression = Compression::ZlibStream;
-    config.total = Auto::Auto;
-    config.max_concurrency = Auto::Auto;
-    config.identify_window = Duration::from_millis(200);
-    config.identify_margin = Duration::from_millis(50);
-    config.threads = 2;
-    config.flush_interval = Duration::from_millis(50);
-    config.session.timing = Timing {
-        backoff_base: Duration::from_millis(50),
-        backoff_cap: Duration::from_secs(1),
-        ..Timing::default()
-    };
-    config
+    common::cluster_config(sim, TOKEN, Duration::from_millis(200))
 }
 
 /// Polls `check` until it holds.

@@ -3,8 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use shardkeeper_cluster::{Delivery, Event, EventSink, Placement, ShardSet, StaticPlacement};
+use shardkeeper_cluster::{
+    Auto, ClusterConfig, Delivery, Event, EventSink, Placement, ShardSet, StaticPlacement,
+};
+use shardkeeper_protocol::{Compression, Token};
+use shardkeeper_session::Timing;
+use shardkeeper_sim::SimHandle;
 use tokio::sync::watch;
 
 /// A static placement that remembers what was released.
@@ -78,4 +84,28 @@ impl EventSink for Recorder {
             .push(event.seq);
         Delivery::Accepted
     }
+}
+
+/// What the clusters of these tests add to each identify window.
+pub(crate) const MARGIN: Duration = Duration::from_millis(50);
+
+/// A small, fast cluster against `sim`: zlib-stream, buckets and shard count from the
+/// simulator, identify `window` plus [`MARGIN`], two threads, 50 ms flushes, a
+/// short reconnect backoff.
+pub(crate) fn cluster_config(sim: &SimHandle, token: &str, window: Duration) -> ClusterConfig {
+    let mut config = ClusterConfig::new(Token::new(token));
+    config.api_base = sim.api_base();
+    config.session.compression = Compression::ZlibStream;
+    config.total = Auto::Auto;
+    config.max_concurrency = Auto::Auto;
+    config.identify_window = window;
+    config.identify_margin = MARGIN;
+    config.threads = 2;
+    config.flush_interval = Duration::from_millis(50);
+    config.session.timing = Timing {
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_secs(1),
+        ..Timing::default()
+    };
+    config
 }
