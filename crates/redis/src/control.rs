@@ -78,7 +78,6 @@ pub(crate) struct Control {
     granted: HashMap<u32, (GrantAsk, Instant)>,
     next_permits: Instant,
     refreshing: Arc<Mutex<bool>>,
-    budget_due: bool,
     /// The cluster is shutting down: no more grants.
     halted: bool,
     /// Shards told they wait for the budget to reset (told once).
@@ -151,7 +150,6 @@ impl Control {
                 granted: HashMap::new(),
                 next_permits: Instant::now(),
                 refreshing: Arc::default(),
-                budget_due: true,
                 halted: false,
                 parked: BTreeSet::new(),
                 rounds: 0,
@@ -323,7 +321,6 @@ impl Control {
         let inner = Arc::clone(&self.inner);
         NodeCounters::add(&inner.counters.data_losses, 1);
         tracing::error!(node = %inner.identity.id, "Redis lost the cluster's data; rejoining, owners re-assert their shards, and the budget is fetched again before any grant");
-        self.budget_due = true;
         self.rejoin().await;
     }
 

@@ -96,10 +96,8 @@ impl Control {
                     }
                     break;
                 }
-                crate::link::Verdict::Unknown => {
-                    self.budget_due = true;
-                    break;
-                }
+                // The next round's reading shows the budget unknown and refreshes it.
+                crate::link::Verdict::Unknown => break,
                 crate::link::Verdict::NotOwner => {}
             }
         }
@@ -109,10 +107,9 @@ impl Control {
     /// Starts a refresh of the shared budget from `/gateway/bot` when it is unknown,
     /// past its reset or a minute old; one node at a time holds the refresh lease.
     pub(super) fn refresh_budget(&mut self, view: &crate::link::View) {
-        let due = self.budget_due
-            || view
-                .budget_field("fetched_at")
-                .is_none_or(|at| view.redis_now_ms.saturating_sub(at) >= REFRESH_EVERY_MS)
+        let due = view
+            .budget_field("fetched_at")
+            .is_none_or(|at| view.redis_now_ms.saturating_sub(at) >= REFRESH_EVERY_MS)
             || view
                 .budget_field("reset_at")
                 .is_none_or(|at| view.redis_now_ms >= at);
@@ -124,7 +121,6 @@ impl Control {
             return;
         }
         *refreshing = true;
-        self.budget_due = false;
         let flag = Arc::clone(&self.refreshing);
         let inner = Arc::clone(&self.inner);
         let rest = self.rest.clone();
