@@ -154,6 +154,27 @@ pub async fn placement<F: std::future::Future<Output = ()>>(
     );
 }
 
+/// Waits until the source's budget reads `remaining`.
+async fn budget_reads(
+    source: &dyn crate::PermitSource,
+    remaining: u32,
+    patience: std::time::Duration,
+    what: &str,
+) {
+    let deadline = crate::clock::now() + patience;
+    loop {
+        let read = source.status().map(|s| s.remaining);
+        if read == Some(remaining) {
+            return;
+        }
+        assert!(
+            crate::clock::now() < deadline,
+            "{what}: the budget reads {read:?}, not {remaining}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// A permit source made for the permit contract, with what keeps it alive.
 pub type PermitSubject = (Arc<dyn crate::PermitSource>, Box<dyn std::any::Any + Send>);
 
@@ -161,7 +182,8 @@ pub type PermitSubject = (Arc<dyn crate::PermitSource>, Box<dyn std::any::Any + 
 /// 0..8 in `buckets` buckets with `remaining` session starts and a window of `window`:
 /// one grant per bucket per window counted from the written IDENTIFY, buckets side by
 /// side, cancelled requests never granted, a repeated ask replacing the earlier one,
-/// and no grant at all once the budget is spent (fail closed).
+/// an unused grant given back to the budget and a written one not, and no grant at all
+/// once the budget is spent (fail closed).
 pub async fn permits<F, Fut>(make: F, window: std::time::Duration)
 where
     F: Fn(u32, u32) -> Fut,
@@ -214,6 +236,29 @@ where
     let other = granted(source.ask(1)).await;
     source.written(1, other);
     assert!(other - first < window, "bucket 1 waited for bucket 0");
+    source.halt();
+
+    let (source, _keep) = make(1, 100).await;
+    budget_reads(
+        source.as_ref(),
+        100,
+        patience,
+        "the budget before any grant",
+    )
+    .await;
+    let at = granted(source.ask(0)).await;
+    budget_reads(source.as_ref(), 99, patience, "a grant spends one").await;
+    source.unused(0);
+    budget_reads(source.as_ref(), 100, patience, "an unused grant goes back").await;
+    let again = granted(source.ask(0)).await;
+    source.written(0, again.max(at));
+    budget_reads(source.as_ref(), 99, patience, "a written grant stays spent").await;
+    tokio::time::sleep(window).await;
+    assert_eq!(
+        source.status().map(|s| s.remaining),
+        Some(99),
+        "a written grant stays spent"
+    );
     source.halt();
 
     let (source, _keep) = make(1, 0).await;

@@ -211,7 +211,7 @@ impl Control {
             }
             Command::Unused(shard) => {
                 if let Some((ask, _)) = self.granted.remove(&shard) {
-                    self.redis(self.inner.link.unused(shard, ask.request).await);
+                    self.redis(self.inner.link.unused(&ask).await);
                 }
             }
             Command::Released(shard) => self.released(shard).await,

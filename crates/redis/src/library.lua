@@ -255,24 +255,48 @@ local function written(keys, args)
   return 1
 end
 
--- KEYS: grants
--- ARGV: shard, request
+-- A grant whose IDENTIFY was never written: Discord did not count it, so it goes back
+-- to the budget when that is safe to know, i.e. it was made after the figures were
+-- fetched and no refresh is out (a refresh may already have charged it, or may count
+-- it again). Otherwise the budget stays low by one, never high.
+-- KEYS: grants, budget, budget lease
+-- ARGV: shard, request, validity_ms
 local function unused(keys, args)
   local held = redis.call('HGET', keys[1], args[1])
-  if held and string.match(held, '^(.*):%d+$') == args[2] then
-    redis.call('HDEL', keys[1], args[1])
+  if not held then
+    return 0
   end
-  return 1
+  local id, expires = string.match(held, '^(.*):(%d+)$')
+  if id ~= args[2] then
+    return 0
+  end
+  redis.call('HDEL', keys[1], args[1])
+  local granted_at = tonumber(expires) - tonumber(args[3])
+  local fetched_at = tonumber(redis.call('HGET', keys[2], 'fetched_at') or '0')
+  if fetched_at > 0 and granted_at > fetched_at and redis.call('EXISTS', keys[3]) == 0 then
+    redis.call('HINCRBY', keys[2], 'remaining', 1)
+    return 1
+  end
+  return 0
 end
 
--- Starts a budget refresh: one node at a time.
--- KEYS: lease, budget
--- ARGV: node, lease_ms
+-- Starts a budget refresh: one node at a time, and only while one is due (the figures
+-- unknown, `every_ms` old or past their reset). A node decides from a reading taken
+-- earlier, when another may have refreshed since: a second fetch while grants are
+-- being made would charge them twice.
+-- KEYS: lease, budget, clock
+-- ARGV: node, lease_ms, every_ms
 -- Returns the grants counter to charge against the figures fetched, or -1 when another
--- node is refreshing.
+-- node is refreshing or no refresh is due.
 local function budget_begin(keys, args)
   local holder = redis.call('GET', keys[1])
   if holder and holder ~= args[1] then
+    return -1
+  end
+  local now = now_ms(keys[3])
+  local figures = redis.call('HMGET', keys[2], 'fetched_at', 'reset_at')
+  if figures[1] and now - tonumber(figures[1]) < tonumber(args[3])
+      and now < tonumber(figures[2]) then
     return -1
   end
   redis.call('SET', keys[1], args[1], 'PX', args[2])

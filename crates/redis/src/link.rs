@@ -319,24 +319,36 @@ impl Link {
             .map(drop)
     }
 
-    /// A granted permit was never used.
-    pub(crate) async fn unused(&self, shard: u32, request: u64) -> Result<(), RedisError> {
-        let keys = [self.keys.grants()];
-        let args = [shard.to_string(), request.to_string()];
+    /// A granted permit was never used: its IDENTIFY was not written.
+    pub(crate) async fn unused(&self, ask: &GrantAsk) -> Result<(), RedisError> {
+        let k = &self.keys;
+        let keys = [k.grants(), k.budget(), k.budget_lease()];
+        let args = [
+            ask.shard.to_string(),
+            ask.request.to_string(),
+            ask.validity_ms.to_string(),
+        ];
         self.fcall::<i64>("sk1_unused", &keys, &args)
             .await
             .map(drop)
     }
 
-    /// Starts a budget refresh: the grants counter to charge, or `None` when another
-    /// node is refreshing.
+    /// Starts a budget refresh if one is still due (figures unknown, `every` old or past
+    /// their reset): the grants counter to charge, or `None` when another node is
+    /// refreshing or no refresh is due any more.
     pub(crate) async fn budget_begin(
         &self,
         node: &Identity,
         lease: Duration,
+        every: Duration,
     ) -> Result<Option<u64>, RedisError> {
-        let keys = [self.keys.budget_lease(), self.keys.budget()];
-        let args = [node.id.clone(), lease.as_millis().to_string()];
+        let k = &self.keys;
+        let keys = [k.budget_lease(), k.budget(), k.clock()];
+        let args = [
+            node.id.clone(),
+            lease.as_millis().to_string(),
+            every.as_millis().to_string(),
+        ];
         let counter: i64 = self.fcall("sk1_budget_begin", &keys, &args).await?;
         Ok(u64::try_from(counter).ok())
     }

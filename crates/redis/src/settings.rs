@@ -160,10 +160,11 @@ pub(crate) async fn announce_leaving(
 
 /// Fetches Discord's `session_start_limit` and stores it as the shared budget, charged
 /// for the grants made while the request was out. Only the node holding the refresh
-/// lease does it.
-pub(crate) async fn refresh_budget(inner: &Inner, rest: &RestClient) {
+/// lease does it, and only while a refresh is due: figures unknown, `every` old or past
+/// their reset.
+pub(crate) async fn refresh_budget(inner: &Inner, rest: &RestClient, every: Duration) {
     let lease = Duration::from_secs(30);
-    let counter = match inner.link.budget_begin(&inner.identity, lease).await {
+    let counter = match inner.link.budget_begin(&inner.identity, lease, every).await {
         Ok(Some(counter)) => counter,
         Ok(None) => return,
         Err(err) => {

@@ -130,6 +130,9 @@ pub struct IdentifySchedule {
     total: u32,
     remaining: u32,
     reset_at: Instant,
+    /// When `remaining` was last taken from Discord's figures (or reset): a grant made
+    /// since is not in them, so an unused one goes back.
+    figures_at: Instant,
     next_ticket: u64,
     requested_before: HashSet<u32>,
 }
@@ -165,6 +168,7 @@ impl IdentifySchedule {
             total,
             remaining: remaining.min(total),
             reset_at: now + reset_after,
+            figures_at: now,
             next_ticket: 1,
             requested_before: HashSet::new(),
         }
@@ -260,6 +264,7 @@ impl IdentifySchedule {
             }
             self.remaining = self.total;
             self.reset_at = now + DEFAULT_BUDGET_PERIOD;
+            self.figures_at = now;
         }
         let give_up = self.unwritten_limit();
         let bucket = self.buckets.iter_mut().find(|b| {
@@ -281,9 +286,10 @@ impl IdentifySchedule {
     /// counts from then, not from the grant. Returns whether the grant was outstanding.
     pub fn written(&mut self, shard: u32, at: Instant) -> bool {
         let period = self.config.period();
-        let Some(bucket) = self.settle_grant(shard) else {
+        if self.settle_grant(shard).is_none() {
             return false;
-        };
+        }
+        let bucket = self.bucket_mut(shard);
         if bucket.last_grant.is_none_or(|last| at > last) {
             bucket.last_grant = Some(at);
         }
@@ -293,21 +299,30 @@ impl IdentifySchedule {
     }
 
     /// A granted shard lost its connection before its IDENTIFY was written: the bucket
-    /// stops waiting for the write and keeps the window of the grant. Returns whether
-    /// the grant was outstanding.
+    /// stops waiting for the write and keeps the window of the grant, and the session
+    /// start goes back to the budget unless the figures were replaced since the grant
+    /// (they may count it already). Returns whether the grant was outstanding.
     pub fn unused(&mut self, shard: u32) -> bool {
-        self.settle_grant(shard).is_some()
+        let figures_at = self.figures_at;
+        let Some(granted_at) = self.settle_grant(shard) else {
+            return false;
+        };
+        if granted_at >= figures_at {
+            self.remaining = (self.remaining + 1).min(self.total);
+        }
+        true
     }
 
-    /// Ends the bucket's wait for the write of `shard`'s IDENTIFY; `None` if the bucket
-    /// was not waiting for that shard.
-    fn settle_grant(&mut self, shard: u32) -> Option<&mut Bucket> {
+    /// Ends the bucket's wait for the write of `shard`'s IDENTIFY; the grant's instant,
+    /// or `None` if the bucket was not waiting for that shard.
+    fn settle_grant(&mut self, shard: u32) -> Option<Instant> {
         let bucket = self.bucket_mut(shard);
-        if bucket.unwritten.is_none_or(|(s, _)| s != shard) {
+        let (waiting, granted_at) = bucket.unwritten?;
+        if waiting != shard {
             return None;
         }
         bucket.unwritten = None;
-        Some(bucket)
+        Some(granted_at)
     }
 
     /// How long a bucket waits to hear that a granted IDENTIFY was written before it
@@ -342,6 +357,7 @@ impl IdentifySchedule {
         self.total = total;
         self.remaining = remaining.min(total);
         self.reset_at = now + reset_after;
+        self.figures_at = now;
     }
 
     /// Session starts left.

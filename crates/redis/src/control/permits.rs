@@ -75,7 +75,7 @@ impl Control {
                         NodeCounters::add(&inner.counters.grants, 1);
                         self.granted.insert(shard, (ask, sent));
                     } else {
-                        self.redis(inner.link.unused(shard, waiter.request).await);
+                        self.redis(inner.link.unused(&ask).await);
                     }
                 }
                 crate::link::Verdict::Wait(ms) => {
@@ -125,7 +125,8 @@ impl Control {
         let inner = Arc::clone(&self.inner);
         let rest = self.rest.clone();
         tokio::spawn(async move {
-            crate::settings::refresh_budget(&inner, &rest).await;
+            crate::settings::refresh_budget(&inner, &rest, Duration::from_millis(REFRESH_EVERY_MS))
+                .await;
             *flag
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = false;

@@ -225,9 +225,27 @@ fn an_unused_grant_frees_the_bucket_after_the_grants_window() {
     let start = Instant::now();
     let (config, mut schedule) = one_bucket_granted_to_zero(start);
     assert!(!schedule.unused(1), "shard 1 holds no grant");
+    assert_eq!(schedule.remaining(), 999);
     assert!(schedule.unused(0));
+    assert_eq!(
+        schedule.remaining(),
+        1000,
+        "the unused session start went back"
+    );
+    assert!(!schedule.unused(0), "given back once");
+    assert_eq!(schedule.remaining(), 1000);
     assert_eq!(schedule.poll_timeout(), Some(start + config.period()));
     assert_eq!(schedule.poll_grant(start + config.period()), Some(1));
+}
+
+#[test]
+fn an_unused_grant_from_before_fresh_figures_stays_spent() {
+    let start = Instant::now();
+    let (_, mut schedule) = one_bucket_granted_to_zero(start);
+    // Discord's figures, fetched after the grant, may already count it.
+    schedule.set_budget(1000, 990, DAY, start + Duration::from_millis(10));
+    assert!(schedule.unused(0));
+    assert_eq!(schedule.remaining(), 990);
 }
 
 #[test]
