@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use shardkeeper_cluster::{AuditEntry, ClusterError, ShardAction};
+use shardkeeper_cluster::ShardAction;
 use shardkeeper_protocol::Snowflake;
 use shardkeeper_protocol::payload::{PresenceUpdate, RequestGuildMembers, VoiceStateUpdate};
 use utoipa::ToSchema;
@@ -163,29 +163,15 @@ pub(crate) struct NodeList {
 /// the cluster's audit log.
 async fn act(
     state: &AdminState,
+    who: &Operator,
     route: &str,
     id: u32,
     action: ShardAction,
 ) -> Result<HttpResponse, ApiError> {
     let result = state.cluster.act(id, action).await;
-    audit(state, route, &id.to_string(), &result);
+    who.record(state, route, &id.to_string(), &result);
     result?;
     Ok(accepted(vec![id]))
-}
-
-/// Records a mutating call in the cluster's audit log (cluster mode).
-fn audit<T>(state: &AdminState, action: &str, target: &str, result: &Result<T, ClusterError>) {
-    if let Some(peers) = state.cluster.peers() {
-        peers.audit(AuditEntry {
-            actor: "admin".into(),
-            action: action.into(),
-            target: target.into(),
-            result: match result {
-                Ok(_) => "ok".into(),
-                Err(err) => err.to_string(),
-            },
-        });
-    }
 }
 
 /// Reconnects a shard now: RESUME, or with `fresh=true` a new session.
@@ -194,7 +180,7 @@ fn audit<T>(state: &AdminState, action: &str, target: &str, result: &Result<T, C
     responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn restart_shard(
-    _: Operator,
+    who: Operator,
     id: web::Path<String>,
     query: web::Query<RestartQuery>,
     state: web::Data<AdminState>,
@@ -204,7 +190,7 @@ pub(crate) async fn restart_shard(
         fresh: query.fresh,
         force: query.force,
     };
-    act(&state, "POST /api/v1/shards/{id}/restart", id, action).await
+    act(&state, &who, "POST /api/v1/shards/{id}/restart", id, action).await
 }
 
 /// Closes a shard with 4000 (the session stays resumable) and keeps it stopped.
@@ -213,13 +199,14 @@ pub(crate) async fn restart_shard(
     responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn stop_shard(
-    _: Operator,
+    who: Operator,
     id: web::Path<String>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_shard(&id)?;
     act(
         &state,
+        &who,
         "POST /api/v1/shards/{id}/stop",
         id,
         ShardAction::Stop,
@@ -233,13 +220,14 @@ pub(crate) async fn stop_shard(
     responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn start_shard(
-    _: Operator,
+    who: Operator,
     id: web::Path<String>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_shard(&id)?;
     act(
         &state,
+        &who,
         "POST /api/v1/shards/{id}/start",
         id,
         ShardAction::Start,
@@ -247,36 +235,48 @@ pub(crate) async fn start_shard(
     .await
 }
 
-/// Rolling restart of every shard, one after another, each resuming before the next.
+/// Rolling restart of every shard of the bot as a job: a step of one shard per identify
+/// bucket at a time, each Ready again before the next step. `Location` names the job.
 #[utoipa::path(post, path = "/api/v1/shards/restart",
     params(RestartQuery),
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job: /api/v1/jobs/{id}"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn restart_all(
-    _: Operator,
+    who: Operator,
     query: web::Query<RestartQuery>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ids = state.cluster.ids();
-    let cluster = state.cluster.clone();
-    if query.fresh {
-        let result = cluster.fresh_restart(&ids, query.force).await;
-        audit(
-            &state,
-            "POST /api/v1/shards/restart?fresh=true",
-            "all",
-            &result,
-        );
-        result?;
+    let action = if query.fresh {
+        "POST /api/v1/shards/restart?fresh=true"
     } else {
-        audit::<()>(&state, "POST /api/v1/shards/restart", "all", &Ok(()));
-        actix_web::rt::spawn(async move {
-            if let Err(err) = cluster.rolling_restart().await {
-                tracing::error!(%err, "rolling restart stopped");
-            }
-        });
-    }
-    Ok(accepted(ids))
+        "POST /api/v1/shards/restart"
+    };
+    let result = state
+        .cluster
+        .start_rolling_restart(query.fresh, query.force);
+    let target = result
+        .as_ref()
+        .map_or_else(|_| "all".to_owned(), |job| format!("all (job {})", job.id));
+    who.record(&state, action, &target, &result);
+    let job = result?;
+    let shards = if state.cluster.peers().is_some() {
+        (0..state.cluster.total()).collect()
+    } else {
+        state.cluster.ids()
+    };
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/api/v1/jobs/{}", job.id)))
+        .json(JobStarted {
+            shards,
+            job: job.id,
+        }))
+}
+
+/// `POST /api/v1/shards/restart`: the shards the job restarts and its id.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobStarted {
+    shards: Vec<u32>,
+    job: String,
 }
 
 /// Sends op 3 to every owned shard, or to `?shard=N`.
@@ -286,7 +286,7 @@ pub(crate) async fn restart_all(
     responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn presence(
-    _: Operator,
+    who: Operator,
     query: web::Query<PresenceQuery>,
     body: web::Json<PresenceUpdate>,
     state: web::Data<AdminState>,
@@ -299,7 +299,7 @@ pub(crate) async fn presence(
     let target = query
         .shard
         .map_or_else(|| "all".to_owned(), |id| id.to_string());
-    audit(&state, "POST /api/v1/presence", &target, &result);
+    who.record(&state, "POST /api/v1/presence", &target, &result);
     result?;
     Ok(accepted(shards))
 }
@@ -310,13 +310,13 @@ pub(crate) async fn presence(
     responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn voice_state(
-    _: Operator,
+    who: Operator,
     body: web::Json<VoiceStateUpdate>,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     let guild = body.guild_id.to_string();
     let result = state.cluster.voice_state(body.into_inner()).await;
-    audit(&state, "POST /api/v1/voice-state", &guild, &result);
+    who.record(&state, "POST /api/v1/voice-state", &guild, &result);
     Ok(accepted(vec![result?]))
 }
 
@@ -327,7 +327,7 @@ pub(crate) async fn voice_state(
     responses((status = 200, body = MembersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn members(
-    _: Operator,
+    who: Operator,
     guild: web::Path<String>,
     body: web::Json<MembersBody>,
     state: web::Data<AdminState>,
@@ -353,7 +353,14 @@ pub(crate) async fn members(
         },
     };
     request.validate().map_err(ApiError::BadRequest)?;
-    let chunks = state.cluster.request_members(request).await?;
+    let result = state.cluster.request_members(request).await;
+    who.record(
+        &state,
+        "POST /api/v1/guilds/{guild_id}/members",
+        &guild.to_string(),
+        &result,
+    );
+    let chunks = result?;
     Ok(web::Json(MembersResponse { chunks }))
 }
 

@@ -12,6 +12,8 @@
 //! - `events.rs`: [`EventHub`], the WebSocket fan-out sink
 //! - `health.rs`: liveness, readiness, metrics
 //! - `auth.rs`: the bearer-token extractor; `error.rs`: [`ApiError`]
+//! - `ops.rs`: jobs (rolling restarts) and the audit log; `history.rs`: the last
+//!   hour in samples for the dashboard's charts
 //! - `openapi.rs`: the OpenAPI document; `dashboard.rs` + `static/`: the page
 //! - `wire.rs`: the JSON and schemas of the cluster's snapshots
 
@@ -21,7 +23,9 @@ mod dashboard;
 mod error;
 mod events;
 mod health;
+mod history;
 mod openapi;
+mod ops;
 mod state;
 mod wire;
 
@@ -76,6 +80,7 @@ pub enum AdminError {
 pub struct AdminServer {
     addr: SocketAddr,
     handle: ServerHandle,
+    sampler: actix_web::rt::task::JoinHandle<()>,
 }
 
 impl AdminServer {
@@ -87,6 +92,7 @@ impl AdminServer {
 
     /// Stops accepting requests and finishes the ones in flight.
     pub async fn stop(&self) {
+        self.sampler.abort();
         self.handle.stop(true).await;
     }
 }
@@ -125,7 +131,9 @@ pub fn start(
         hub,
         requests_refused: refused,
         subscribers,
+        history: history::History::default(),
     });
+    let sampler = actix_web::rt::spawn(history::sample(state.clone()));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -148,7 +156,11 @@ pub fn start(
     let handle = server.handle();
     actix_web::rt::spawn(server);
     tracing::info!(%addr, "admin API listening");
-    Ok(AdminServer { addr, handle })
+    Ok(AdminServer {
+        addr,
+        handle,
+        sampler,
+    })
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
@@ -169,6 +181,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/guilds/{guild_id}/members", web::post().to(api::members))
                 .route("/identify", web::get().to(api::identify))
                 .route("/nodes", web::get().to(api::list_nodes))
+                .route("/jobs", web::get().to(ops::list_jobs))
+                .route("/jobs/{id}", web::get().to(ops::get_job))
+                .route("/jobs/{id}/cancel", web::post().to(ops::cancel_job))
+                .route("/audit", web::get().to(ops::audit))
+                .route("/history", web::get().to(history::history))
                 .route("/events", web::get().to(events::events))
                 .route("/openapi.json", web::get().to(openapi::openapi_json)),
         );

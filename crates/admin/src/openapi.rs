@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{api, events, health};
+use crate::{api, events, health, history, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,11 @@ use crate::{api, events, health};
         api::members,
         api::identify,
         api::list_nodes,
+        ops::list_jobs,
+        ops::get_job,
+        ops::cancel_job,
+        ops::audit,
+        history::history,
         events::events,
         openapi_json,
     ),

@@ -6,6 +6,7 @@ use shardkeeper_cluster::ClusterHandle;
 use shardkeeper_protocol::Token;
 
 use crate::events::EventHub;
+use crate::history::History;
 
 /// Shared by every handler.
 pub(crate) struct AdminState {
@@ -16,4 +17,6 @@ pub(crate) struct AdminState {
     pub(crate) hub: EventHub,
     pub(crate) requests_refused: Counter,
     pub(crate) subscribers: Gauge,
+    /// The last hour in samples, for the dashboard.
+    pub(crate) history: History,
 }

@@ -69,6 +69,9 @@ pub(crate) struct ShardView {
     failed_code: Option<u16>,
     /// Times the supervisor restarted the shard's actor after a crash.
     restarts: u64,
+    /// Dispatches received and handed to the sinks (counted from the shard's start
+    /// on its current node).
+    events: u64,
     /// Cluster mode only: the id of the node that runs the shard (`null`: none now).
     #[serde(skip_serializing_if = "Owner::is_alone")]
     #[schema(value_type = Option<String>)]
@@ -160,6 +163,7 @@ impl From<ShardSnapshot> for ShardView {
             zombies: s.zombies,
             failed_code: s.failed_code,
             restarts: s.restarts,
+            events: s.events,
             node: Owner::Alone,
         }
     }

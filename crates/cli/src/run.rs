@@ -60,7 +60,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 .placement(node.placement())
                 .permits(node.permits())
                 .session_store(node.store())
-                .peers(node.peers());
+                .peers(node.peers())
+                .audit(node.audit());
             (builder, Some(node))
         }
     };

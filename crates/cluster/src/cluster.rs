@@ -10,6 +10,7 @@ use actix::prelude::*;
 use shardkeeper_protocol::payload::GatewayBot;
 use shardkeeper_session::{IdentifySchedule, ScheduleConfig, SessionConfig};
 
+use crate::audit::{AuditLog, MemoryAudit};
 use crate::clock;
 use crate::config::{Auto, ClusterConfig, ShardIds};
 use crate::directory::Directory;
@@ -44,6 +45,7 @@ impl Cluster {
             placement: None,
             permits: None,
             peers: None,
+            audit: None,
             dialer: None,
         }
     }
@@ -58,6 +60,7 @@ pub struct ClusterBuilder {
     placement: Option<Arc<dyn Placement>>,
     permits: Option<Arc<dyn PermitSource>>,
     peers: Option<Arc<dyn Peers>>,
+    audit: Option<Arc<dyn AuditLog>>,
     dialer: Option<Arc<dyn Dialer>>,
 }
 
@@ -70,11 +73,12 @@ impl std::fmt::Debug for ClusterBuilder {
 }
 
 impl ClusterBuilder {
-    /// Where sessions and the identify schedule are kept between runs, e.g. a
-    /// [`SledStore`](crate::SledStore) (default: memory only).
+    /// Where sessions, the identify schedule and the audit log are kept between runs,
+    /// e.g. a [`SledStore`](crate::SledStore) (default: memory only).
     #[must_use]
-    pub fn store<S: SessionStore + ScheduleStore>(mut self, store: Arc<S>) -> Self {
+    pub fn store<S: SessionStore + ScheduleStore + AuditLog>(mut self, store: Arc<S>) -> Self {
         self.schedule = Some(Arc::clone(&store) as Arc<dyn ScheduleStore>);
+        self.audit = Some(Arc::clone(&store) as Arc<dyn AuditLog>);
         self.sessions = Some(store);
         self
     }
@@ -111,6 +115,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Where operator actions are recorded, e.g. a [`SledStore`](crate::SledStore)
+    /// (default: memory only).
+    #[must_use]
+    pub fn audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     /// Opens the shards' gateway connections through `dialer` instead of TCP (tests of
     /// the actor layer against an in-process gateway; `/gateway/bot` still goes over
     /// HTTP).
@@ -138,6 +150,7 @@ impl ClusterBuilder {
             placement,
             permits,
             peers,
+            audit,
             dialer,
         } = self;
         let store = sessions.unwrap_or_else(|| Arc::new(MemoryStore::default()));
@@ -222,6 +235,7 @@ impl ClusterBuilder {
             arbiters,
             metrics,
             peers,
+            audit: audit.unwrap_or_else(|| Arc::new(MemoryAudit::default())),
         }))
     }
 }

@@ -269,3 +269,61 @@ where
     );
     source.halt();
 }
+
+/// The audit log contract, on a log that holds no entry yet: entries come back newest
+/// first, as recorded, at most `limit` of them. A log that records in the background
+/// may take up to `patience` for an entry to read back.
+pub async fn audit_log(log: &dyn crate::AuditLog, patience: std::time::Duration) {
+    use crate::AuditEntry;
+    assert!(
+        log.recent(10).await.expect("readable").is_empty(),
+        "a new log is empty"
+    );
+    let entries: Vec<AuditEntry> = (0..5)
+        .map(|n| AuditEntry {
+            at_ms: 1_000 + n,
+            actor: "admin".into(),
+            from: "127.0.0.1".into(),
+            action: format!("POST /api/v1/shards/{{id}}/stop #{n}"),
+            target: n.to_string(),
+            result: if n == 3 {
+                "shard 3 is not run by this process".into()
+            } else {
+                "ok".into()
+            },
+            node: None,
+        })
+        .collect();
+    for entry in &entries {
+        log.record(entry.clone());
+        // One at a time: a background writer keeps the order it was given.
+        let deadline = crate::clock::now() + patience;
+        while log
+            .recent(1)
+            .await
+            .expect("readable")
+            .first()
+            .map(|e| e.at_ms)
+            != Some(entry.at_ms)
+        {
+            assert!(
+                crate::clock::now() < deadline,
+                "entry {} never read back",
+                entry.at_ms
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let newest = log.recent(3).await.expect("readable");
+    let read: Vec<u64> = newest.iter().map(|e| e.at_ms).collect();
+    assert_eq!(
+        read,
+        [1_004, 1_003, 1_002],
+        "the newest three, newest first"
+    );
+    assert_eq!(newest[1].result, entries[3].result);
+    assert_eq!(newest[1].target, "3");
+    assert_eq!(newest[1].actor, "admin");
+    assert_eq!(newest[1].from, "127.0.0.1");
+    assert_eq!(log.recent(100).await.expect("readable").len(), 5);
+}

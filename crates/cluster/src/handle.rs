@@ -10,9 +10,11 @@ use shardkeeper_protocol::shard_for_guild;
 use shardkeeper_session::{ClientPayload, Command, StateKind};
 use tokio::sync::oneshot;
 
+use crate::audit::AuditLog;
 use crate::clock;
 use crate::directory::Directory;
 use crate::error::ClusterError;
+use crate::jobs::{self, Job, Jobs};
 use crate::members::{MembersError, MembersResult};
 use crate::metrics::Metrics;
 use crate::peers::{Peers, PlacedShard, ShardAction};
@@ -24,8 +26,6 @@ use crate::supervisor::{StandDown, Supervisor};
 
 /// How long a member request waits for its last chunk.
 const MEMBERS_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a rolling restart waits for one shard to be Ready again.
-const ROLLING_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `Cluster::start` hands over to the handle.
 pub(crate) struct Parts {
@@ -38,6 +38,7 @@ pub(crate) struct Parts {
     pub(crate) arbiters: Vec<Arbiter>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) peers: Option<Arc<dyn Peers>>,
+    pub(crate) audit: Arc<dyn AuditLog>,
 }
 
 struct Inner {
@@ -47,6 +48,8 @@ struct Inner {
     health: HealthCell,
     metrics: Arc<Metrics>,
     peers: Option<Arc<dyn Peers>>,
+    audit: Arc<dyn AuditLog>,
+    jobs: Arc<Jobs>,
     total: NonZeroU32,
     /// Taken by `shutdown`.
     running: Mutex<Option<(Persister, Vec<Arbiter>)>>,
@@ -76,6 +79,8 @@ impl ClusterHandle {
                 health: parts.health,
                 metrics: parts.metrics,
                 peers: parts.peers,
+                audit: parts.audit,
+                jobs: Arc::default(),
                 total: NonZeroU32::new(parts.total).unwrap_or(NonZeroU32::MIN),
                 running: Mutex::new(Some((parts.persister, parts.arbiters))),
             }),
@@ -239,20 +244,55 @@ impl ClusterHandle {
         self.command(id, Command::Start).await
     }
 
-    /// Restarts every shard one after another, each resuming before the next goes, so
-    /// at most one shard is away at a time.
-    pub async fn rolling_restart(&self) -> Result<(), ClusterError> {
-        for id in self.ids() {
-            self.restart(id, false).await?;
-            let deadline = clock::now() + ROLLING_STEP_TIMEOUT;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            while self.shard(id).is_some_and(|s| s.state != StateKind::Ready)
-                && clock::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+    /// Starts a rolling restart of every shard of the bot (in cluster mode, every
+    /// node's) as a job: a step of one shard per identify bucket at a time, each Ready
+    /// again on a new connection before the next step. Unless `force`, a fresh one is
+    /// refused with [`ClusterError::Budget`] when the session-start budget cannot
+    /// afford every shard.
+    pub fn start_rolling_restart(&self, fresh: bool, force: bool) -> Result<Job, ClusterError> {
+        let targets: Vec<u32> = if self.peers().is_some() {
+            (0..self.total()).collect()
+        } else {
+            self.ids()
+        };
+        if fresh && !force {
+            self.check_budget(u32::try_from(targets.len()).unwrap_or(u32::MAX))?;
         }
-        Ok(())
+        let width = self
+            .identify_status()
+            .map_or(1, |status| status.max_concurrency.max(1) as usize);
+        Ok(jobs::rolling_restart(
+            self,
+            &self.inner.jobs,
+            targets,
+            width,
+            fresh,
+        ))
+    }
+
+    /// Every job this process started (the newest 100 finished ones), newest first.
+    #[must_use]
+    pub fn jobs(&self) -> Vec<Job> {
+        self.inner.jobs.list()
+    }
+
+    /// One job.
+    #[must_use]
+    pub fn job(&self, id: &str) -> Option<Job> {
+        self.inner.jobs.get(id)
+    }
+
+    /// Asks a job to stop after its current step; the job as it is now, or `None` for
+    /// an unknown id. Cancelling a job that ended changes nothing.
+    #[must_use]
+    pub fn cancel_job(&self, id: &str) -> Option<Job> {
+        self.inner.jobs.cancel(id)
+    }
+
+    /// Where operator actions are recorded.
+    #[must_use]
+    pub fn audit(&self) -> &Arc<dyn AuditLog> {
+        &self.inner.audit
     }
 
     /// Sends a presence update to one shard, or to every owned shard. Returns how many
@@ -362,6 +402,20 @@ impl ClusterHandle {
         }
         all.sort_by_key(|p| p.snapshot.id);
         Ok(all)
+    }
+
+    /// One shard as this process runs it now, else as its owner last published it.
+    pub(crate) async fn locate(&self, id: u32) -> Option<ShardSnapshot> {
+        if let Some(here) = self.shard(id) {
+            return Some(here);
+        }
+        self.peers()?;
+        self.placed_shards()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|p| p.snapshot.id == id)
+            .map(|p| p.snapshot)
     }
 
     /// Carries out `action` on `shard` here if this process runs it, else on the node

@@ -49,6 +49,7 @@
 //! - `metrics.rs`, `persist.rs` (the flush thread), `trim.rs`, `clock.rs` (the one place
 //!   time is read)
 
+mod audit;
 mod clock;
 mod cluster;
 mod config;
@@ -58,6 +59,7 @@ mod directory;
 mod error;
 mod event;
 mod handle;
+mod jobs;
 mod members;
 mod metrics;
 mod peers;
@@ -73,14 +75,16 @@ mod supervisor;
 mod transport;
 mod trim;
 
+pub use audit::{AUDIT_KEPT, AuditEntry, AuditLog, MemoryAudit};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use config::{Auto, ClusterConfig, DISCORD_API_BASE, ShardIds};
 pub use error::ClusterError;
 pub use event::Event;
 pub use handle::ClusterHandle;
+pub use jobs::{Job, JobError, JobKind, JobState, STEP_TIMEOUT};
 pub use members::{MembersError, MembersResult};
 pub use metrics::Metrics;
-pub use peers::{AuditEntry, PeerFuture, PeerNode, Peers, PlacedShard, ShardAction};
+pub use peers::{PeerFuture, PeerNode, Peers, PlacedShard, ShardAction};
 pub use permit::{Grant, LocalPermits, PermitSource};
 pub use persist::StoreHealth;
 pub use placement::{Fence, Placement, ShardSet, StaticPlacement};

@@ -53,19 +53,6 @@ pub enum ShardAction {
     Start,
 }
 
-/// One operator action, for the cluster's audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEntry {
-    /// Who: the label of the credential used.
-    pub actor: String,
-    /// What: method and route.
-    pub action: String,
-    /// On what (a shard id, "all", …).
-    pub target: String,
-    /// `ok` or the error.
-    pub result: String,
-}
-
 /// The rest of the cluster, as this node sees it.
 pub trait Peers: Send + Sync + 'static {
     /// This node's id.
@@ -76,8 +63,6 @@ pub trait Peers: Send + Sync + 'static {
     fn nodes(&self) -> PeerFuture<Result<Vec<PeerNode>, ClusterError>>;
     /// Carries `action` to the node that owns `shard` and waits for its answer.
     fn forward(&self, shard: u32, action: ShardAction) -> PeerFuture<Result<(), ClusterError>>;
-    /// Records an operator action in the cluster's audit log.
-    fn audit(&self, entry: AuditEntry);
     /// Whether the cluster's coordination (Redis) answered lately.
     fn reachable(&self) -> bool;
     /// Prometheus text of the node's own metrics.

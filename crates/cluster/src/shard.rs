@@ -352,6 +352,7 @@ impl Shard {
             zombies: carried.zombies + stats.zombies,
             failed_code: self.session.failure_code(),
             restarts: self.restarts,
+            events: carried.events + stats.events,
         };
         cell.resume = resume.cloned();
     }

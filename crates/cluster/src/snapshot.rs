@@ -36,6 +36,8 @@ pub struct ShardSnapshot {
     pub failed_code: Option<u16>,
     /// Times the supervisor restarted the shard's actor after a crash.
     pub restarts: u64,
+    /// Dispatches received and handed to the sinks.
+    pub events: u64,
 }
 
 impl ShardSnapshot {
@@ -57,6 +59,7 @@ impl ShardSnapshot {
             zombies: 0,
             failed_code: None,
             restarts: 0,
+            events: 0,
         }
     }
 }

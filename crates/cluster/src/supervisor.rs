@@ -167,6 +167,7 @@ impl Supervisor {
                     last_close_code: snap.last_close_code,
                     latency: None,
                     guilds: 0,
+                    events: snap.events,
                 },
                 restarts: snap.restarts + crashed,
             }

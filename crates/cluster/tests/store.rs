@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use shardkeeper_cluster::contract;
 use shardkeeper_cluster::{
-    MemoryStore, ScheduleStore, SessionBatch, SessionLedger, SessionStore, SledStore, StoreError,
+    AuditLog, MemoryAudit, MemoryStore, ScheduleStore, SessionBatch, SessionLedger, SessionStore,
+    SledStore, StoreError,
 };
 use shardkeeper_session::ResumeInfo;
 
@@ -143,4 +144,19 @@ fn unusable_paths_are_clear_errors() {
         matches!(&err, StoreError::Open { path, .. } if path.contains("corrupt.sled")),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn the_audit_logs_keep_the_audit_contract_and_sled_keeps_it_across_a_reopen() {
+    contract::audit_log(&MemoryAudit::default(), Duration::ZERO).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    {
+        let store = SledStore::open(&path).expect("opens");
+        contract::audit_log(&store, Duration::ZERO).await;
+    }
+    let store = SledStore::open(&path).expect("reopens");
+    let kept = store.recent(10).await.expect("readable");
+    assert_eq!(kept.len(), 5, "the entries outlive the process");
+    assert_eq!(kept[0].at_ms, 1_004);
 }

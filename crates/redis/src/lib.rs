@@ -31,7 +31,7 @@ mod view;
 
 use std::sync::Arc;
 
-use shardkeeper_cluster::{Peers, PermitSource, Placement, SessionStore};
+use shardkeeper_cluster::{AuditLog, Peers, PermitSource, Placement, SessionStore};
 
 pub use error::NodeError;
 pub use node::{Node, NodeConfig, NodeCounters, NodeInfo};
@@ -52,6 +52,12 @@ impl Node {
     /// The other nodes: the cluster-wide view and commands carried to shard owners.
     #[must_use]
     pub fn peers(&self) -> Arc<dyn Peers> {
+        Arc::new(seams::Seams(Arc::clone(&self.inner)))
+    }
+
+    /// The cluster's audit stream: every node records there and reads it whole.
+    #[must_use]
+    pub fn audit(&self) -> Arc<dyn AuditLog> {
         Arc::new(seams::Seams(Arc::clone(&self.inner)))
     }
 

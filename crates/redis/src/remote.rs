@@ -22,9 +22,8 @@ use crate::node::{Inner, NodeCounters, NodeInfo};
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an answer is kept for the node that asked.
 const REPLY_TTL_MS: u64 = 30_000;
-/// Commands and audit entries kept in their streams (approximately).
+/// Commands kept in their stream (approximately).
 const COMMANDS_KEPT: u32 = 1000;
-const AUDIT_KEPT: u32 = 10_000;
 
 /// A shard snapshot as stored in Redis.
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,6 +41,8 @@ struct Published {
     zombies: u64,
     failed_code: Option<u16>,
     restarts: u64,
+    #[serde(default)]
+    events: u64,
 }
 
 impl Published {
@@ -60,6 +61,7 @@ impl Published {
             zombies: s.zombies,
             failed_code: s.failed_code,
             restarts: s.restarts,
+            events: s.events,
         }
     }
 
@@ -83,6 +85,7 @@ impl Published {
             zombies: self.zombies,
             failed_code: self.failed_code,
             restarts: self.restarts,
+            events: self.events,
         }
     }
 }
@@ -396,29 +399,47 @@ async fn carry_out(
     }
 }
 
-/// Appends an operator action to the cluster's audit stream.
-pub(crate) fn audit(inner: &Arc<Inner>, entry: AuditEntry) {
+/// Appends an operator action to the cluster's audit stream, as one JSON field.
+pub(crate) fn audit(inner: &Arc<Inner>, mut entry: AuditEntry) {
     let link = inner.link.clone();
-    let node = inner.identity.id.clone();
+    entry.node = Some(inner.identity.id.clone());
     inner.runtime.spawn(async move {
+        let Ok(json) = serde_json::to_string(&entry) else {
+            return;
+        };
         let mut add = redis::cmd("XADD");
         add.arg(link.keys.audit())
             .arg("MAXLEN")
             .arg("~")
-            .arg(AUDIT_KEPT)
+            .arg(shardkeeper_cluster::AUDIT_KEPT)
             .arg("*")
-            .arg("node")
-            .arg(&node)
-            .arg("actor")
-            .arg(&entry.actor)
-            .arg("action")
-            .arg(&entry.action)
-            .arg("target")
-            .arg(&entry.target)
-            .arg("result")
-            .arg(&entry.result);
+            .arg("entry")
+            .arg(json);
         if let Err(err) = link.query::<String>(&add).await {
-            tracing::warn!(%err, "cannot write the audit entry");
+            tracing::warn!(%err, action = %entry.action, "cannot write the audit entry");
         }
     });
+}
+
+/// The newest `limit` entries of the audit stream, newest first; entries that do not
+/// read as one are skipped.
+pub(crate) async fn recent_audit(link: &Link, limit: usize) -> Result<Vec<AuditEntry>, RedisError> {
+    let mut range = redis::cmd("XREVRANGE");
+    range
+        .arg(link.keys.audit())
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(limit);
+    let read: Vec<(String, Vec<String>)> = link.query(&range).await?;
+    Ok(read
+        .into_iter()
+        .filter_map(|(_, fields)| {
+            let json = fields
+                .chunks(2)
+                .find(|pair| pair.first().is_some_and(|name| name == "entry"))?
+                .get(1)?;
+            serde_json::from_str(json).ok()
+        })
+        .collect())
 }

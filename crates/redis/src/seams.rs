@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardkeeper_cluster::{
-    AuditEntry, Change, ClusterError, Fence, Grant, IdentifyStatus, PeerFuture, PeerNode, Peers,
-    PermitSource, PlacedShard, Placement, SessionBatch, SessionStore, ShardAction, ShardSet,
+    AuditEntry, AuditLog, Change, ClusterError, Fence, Grant, IdentifyStatus, PeerFuture, PeerNode,
+    Peers, PermitSource, PlacedShard, Placement, SessionBatch, SessionStore, ShardAction, ShardSet,
     StoreError, StoredSession,
 };
 use tokio::sync::{oneshot, watch};
@@ -184,6 +184,21 @@ impl SessionStore for Seams {
     }
 }
 
+impl AuditLog for Seams {
+    fn record(&self, entry: AuditEntry) {
+        crate::remote::audit(&self.0, entry);
+    }
+
+    fn recent(&self, limit: usize) -> PeerFuture<Result<Vec<AuditEntry>, ClusterError>> {
+        let inner = Arc::clone(&self.0);
+        on_runtime(&self.0, async move {
+            crate::remote::recent_audit(&inner.link, limit)
+                .await
+                .map_err(unreachable)
+        })
+    }
+}
+
 impl Peers for Seams {
     fn node_id(&self) -> String {
         self.0.identity.id.clone()
@@ -210,10 +225,6 @@ impl Peers for Seams {
     fn forward(&self, shard: u32, action: ShardAction) -> PeerFuture<Result<(), ClusterError>> {
         let inner = Arc::clone(&self.0);
         on_runtime(&self.0, crate::remote::forward(inner, shard, action))
-    }
-
-    fn audit(&self, entry: AuditEntry) {
-        crate::remote::audit(&self.0, entry);
     }
 
     fn reachable(&self) -> bool {

@@ -289,3 +289,18 @@ async fn the_shared_schedule_keeps_the_permit_contract() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_stream_keeps_the_audit_contract() {
+    let total = 2;
+    let world = world(total).await;
+    let a = join(&world, "a", total).await;
+    let log = a.audit();
+    shardkeeper_cluster::contract::audit_log(log.as_ref(), Duration::from_secs(5)).await;
+    let entries = log.recent(1).await.expect("readable");
+    assert_eq!(
+        entries[0].node.as_deref(),
+        Some("a"),
+        "each entry names its node"
+    );
+}

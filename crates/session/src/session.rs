@@ -34,6 +34,8 @@ pub struct SessionStats {
     pub latency: Option<Duration>,
     /// Guilds the shard currently holds.
     pub guilds: usize,
+    /// Dispatches handed on to the sinks.
+    pub events: u64,
 }
 
 /// The presence the next IDENTIFY carries.
@@ -226,6 +228,9 @@ impl ShardSession {
     }
 
     fn push(&mut self, action: Action) {
+        if matches!(action, Action::Emit(_)) {
+            self.stats.events += 1;
+        }
         self.actions.push_back(action);
     }
 

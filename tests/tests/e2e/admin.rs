@@ -44,6 +44,18 @@ impl Api {
         token: Option<&str>,
         body: Option<String>,
     ) -> (u16, Value) {
+        let (status, _, body) = self.exchange(method, path, token, body).await;
+        (status, body)
+    }
+
+    /// Like [`call`](Self::call), with the `Location` header of the answer.
+    pub(crate) async fn exchange(
+        &self,
+        method: &'static str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, Option<String>, Value) {
         let url = format!("{}{path}", self.base);
         let token = token.map(|t| format!("Bearer {t}"));
         tokio::task::spawn_blocking(move || {
@@ -71,9 +83,15 @@ impl Api {
             }
             .expect("http round trip");
             let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get("Location")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
             let text = response.body_mut().read_to_string().unwrap_or_default();
             (
                 status,
+                location,
                 serde_json::from_str(&text).unwrap_or(Value::String(text)),
             )
         })
@@ -81,17 +99,17 @@ impl Api {
         .expect("request task")
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.call("GET", path, Some(ADMIN_TOKEN), None).await
     }
 
-    async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call("POST", path, Some(ADMIN_TOKEN), body.map(|b| b.to_string()))
             .await
     }
 }
 
-const PROTECTED: [(&str, &str); 13] = [
+pub(crate) const PROTECTED: [(&str, &str); 18] = [
     ("GET", "/api/v1/shards"),
     ("GET", "/api/v1/shards/0"),
     ("POST", "/api/v1/shards/0/restart"),
@@ -103,6 +121,11 @@ const PROTECTED: [(&str, &str); 13] = [
     ("POST", "/api/v1/guilds/1/members"),
     ("GET", "/api/v1/identify"),
     ("GET", "/api/v1/nodes"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/jobs/0123456789abcdef"),
+    ("POST", "/api/v1/jobs/0123456789abcdef/cancel"),
+    ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/history"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/events"),
 ];
@@ -160,8 +183,10 @@ async fn the_read_only_token_reads_and_changes_nothing() {
         match (method, path) {
             // A WebSocket route answers a plain GET with 400 once the token passed.
             ("GET", "/api/v1/events") => assert_eq!(status, 400, "{path}: {body}"),
-            // Single mode has no cluster view.
-            ("GET", "/api/v1/nodes") => assert_eq!(status, 404, "{path}: {body}"),
+            // Single mode has no cluster view; no job has this id.
+            ("GET", "/api/v1/nodes" | "/api/v1/jobs/0123456789abcdef") => {
+                assert_eq!(status, 404, "{path}: {body}");
+            }
             ("GET", _) => assert_eq!(status, 200, "GET {path}: {body}"),
             _ => {
                 assert_eq!(status, 403, "{method} {path}: {body}");
@@ -178,6 +203,24 @@ async fn the_read_only_token_reads_and_changes_nothing() {
             .all(|s| s.state == StateKind::Ready),
         "nothing stopped"
     );
+    // Every refusal is in the audit log, with the route it was aimed at.
+    let (status, audit) = api.get("/api/v1/audit?limit=100").await;
+    assert_eq!(status, 200, "{audit}");
+    let refused: Vec<&Value> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["actor"] == "read-only")
+        .collect();
+    let posts = PROTECTED.iter().filter(|(m, _)| *m == "POST").count();
+    assert_eq!(refused.len(), posts, "{audit}");
+    for entry in refused {
+        assert_eq!(
+            entry["result"],
+            "the read-only token may not change anything"
+        );
+        assert_eq!(entry["from"], "127.0.0.1");
+    }
     let (status, _) = api.post("/api/v1/shards/0/restart", None).await;
     assert_eq!(status, 202, "the admin token still may");
     server.stop().await;
@@ -428,6 +471,7 @@ async fn openapi_metrics_identify_and_events() {
     let paths = doc["paths"].as_object().expect("paths");
     for (method, path) in PROTECTED {
         let templated = path
+            .replace("/0123456789abcdef", "/{id}")
             .replace("/0", "/{id}")
             .replace("/guilds/1/", "/guilds/{guild_id}/");
         let entry = paths

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shardkeeper_cluster::{ClusterError, MembersError, StateKind};
+use shardkeeper_cluster::{ClusterError, JobState, MembersError, StateKind};
 use shardkeeper_protocol::Snowflake;
 use shardkeeper_protocol::payload::{
     Activity, ActivityType, PresenceUpdate, RequestGuildMembers, Status, VoiceStateUpdate,
@@ -143,10 +143,19 @@ async fn presence_voice_and_members() {
 async fn rolling_restart_resumes_every_shard() {
     let env = Env::start(sim_config(4, 4)).await;
     env.all_ready(Duration::from_secs(5)).await;
-    env.cluster
-        .rolling_restart()
-        .await
+    let job = env
+        .cluster
+        .start_rolling_restart(false, false)
         .expect("rolling restart");
+    env.wait_for("the job to end", Duration::from_secs(10), |env| {
+        env.cluster
+            .job(&job.id)
+            .is_some_and(|job| job.state != JobState::Running)
+    })
+    .await;
+    let ended = env.cluster.job(&job.id).expect("the job is kept");
+    assert_eq!(ended.state, JobState::Completed, "{ended:?}");
+    assert_eq!((ended.done, ended.total), (4, 4));
     env.all_ready(Duration::from_secs(5)).await;
     assert!(env.cluster.shards().iter().all(|s| s.resumes == 1));
     assert_eq!(env.sim.stats().identifies, 4);

@@ -8,6 +8,7 @@ mod commands;
 mod dashboard;
 mod faults;
 mod harness;
+mod operations;
 mod persistence;
 mod resilience;
 mod sinks;

@@ -114,6 +114,22 @@ fn demo_reaches_all_shards_ready_and_exits_0_on_sigint() {
     );
     let restart = shards(&["restart", "1"]);
     assert!(String::from_utf8_lossy(&restart.stdout).contains("accepted"));
+    let rolling = shards(&["restart", "--all"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&rolling.stdout),
+        String::from_utf8_lossy(&rolling.stderr),
+    );
+    assert!(rolling.status.success(), "{out}\n{err}");
+    assert!(out.contains("completed, 8 shards restarted"), "{out}");
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.contains("[##############################]") && l.contains("8/8")),
+        "the progress ends full: {err}"
+    );
+    let cancel = shards(&["cancel", "no-such-job"]);
+    assert_eq!(cancel.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&cancel.stderr).contains("404"));
     let missing = shards(&["stop", "42"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
@@ -190,6 +206,18 @@ fn demo_with_three_nodes_runs_redis_and_the_nodes_then_stops_them_all() {
         table.lines().filter(|l| l.contains("node-")).count(),
         6,
         "{table}"
+    );
+    // A rolling restart through one node restarts every node's shards.
+    let rolling = binary()
+        .args(["shards", "--admin", base, "restart", "--all"])
+        .env("SHARDKEEPER_ADMIN_TOKEN", token)
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&rolling.stdout);
+    assert!(
+        rolling.status.success() && out.contains("completed, 6 shards restarted"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&rolling.stderr)
     );
     demo.signal("INT");
     assert_eq!(

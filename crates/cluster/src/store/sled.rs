@@ -1,5 +1,6 @@
-//! The sled store: tree `sessions` (shard id → JSON record) and tree `meta` (identify
-//! schedule), with writes batched by [`SessionStore::flush`].
+//! The sled store: tree `sessions` (shard id → JSON record), tree `meta` (identify
+//! schedule) and tree `audit` (operator actions by a rising id, the newest
+//! [`AUDIT_KEPT`] kept), with session writes batched by the ledger.
 
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
@@ -9,6 +10,9 @@ use std::time::Duration;
 use shardkeeper_session::ScheduleSnapshot;
 
 use super::{Change, ScheduleStore, SessionBatch, SessionStore, StoreError, StoredSession};
+use crate::audit::{AUDIT_KEPT, AuditEntry, AuditLog};
+use crate::error::ClusterError;
+use crate::peers::PeerFuture;
 
 const SCHEDULE_KEY: &[u8] = b"identify_schedule";
 /// How long opening waits for the database's lock: a process being replaced may still be
@@ -24,6 +28,7 @@ pub struct SledStore {
     db: sled::Db,
     sessions: sled::Tree,
     meta: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl SledStore {
@@ -44,12 +49,16 @@ impl SledStore {
         let meta = opened
             .open_tree("meta")
             .map_err(|err| open_error(err.to_string()))?;
+        let audit = opened
+            .open_tree("audit")
+            .map_err(|err| open_error(err.to_string()))?;
         restrict_permissions(path);
         Ok(Self {
             path: path.to_owned(),
             db: opened,
             sessions,
             meta,
+            audit,
         })
     }
 
@@ -192,5 +201,53 @@ impl ScheduleStore for SledStore {
             .map_err(|err| backend(&err))?;
         self.meta.flush().map_err(|err| backend(&err))?;
         Ok(())
+    }
+}
+
+impl SledStore {
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let id = self.db.generate_id().map_err(|err| backend(&err))?;
+        let value =
+            serde_json::to_vec(entry).map_err(|err| StoreError::Backend(err.to_string()))?;
+        self.audit
+            .insert(id.to_be_bytes(), value)
+            .map_err(|err| backend(&err))?;
+        // Ids only rise: the first key past the newest AUDIT_KEPT is the oldest to drop.
+        if let Some(Ok((cut, _))) = self.audit.iter().rev().nth(AUDIT_KEPT) {
+            for old in self.audit.range(..=cut).keys() {
+                let old = old.map_err(|err| backend(&err))?;
+                self.audit.remove(old).map_err(|err| backend(&err))?;
+            }
+        }
+        self.audit.flush().map_err(|err| backend(&err))?;
+        Ok(())
+    }
+
+    fn newest_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item.map_err(|err| backend(&err))?;
+                serde_json::from_slice(&value).map_err(|err| StoreError::Corrupt {
+                    key: format!("audit entry {key:?}"),
+                    detail: err.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl AuditLog for SledStore {
+    fn record(&self, entry: AuditEntry) {
+        if let Err(err) = self.append_audit(&entry) {
+            tracing::warn!(%err, action = %entry.action, "cannot store the audit entry");
+        }
+    }
+
+    fn recent(&self, limit: usize) -> PeerFuture<Result<Vec<AuditEntry>, ClusterError>> {
+        let read = self.newest_audit(limit).map_err(ClusterError::Store);
+        Box::pin(std::future::ready(read))
     }
 }
