@@ -36,11 +36,19 @@ pub struct Fence(Option<Arc<FenceState>>);
 #[derive(Debug)]
 pub(crate) struct FenceState {
     base: Instant,
-    /// Nanoseconds after `base` at which the fence expires.
-    until: AtomicU64,
-    /// Bumped by every revocation: a shard started before one stays fenced even if
-    /// the fence is extended again later.
-    generation: AtomicU64,
+    /// The generation (high bits), bumped by every revocation, and the deadline in
+    /// whole milliseconds after `base` (low bits), in one word so that a check reads
+    /// both at once: a revocation followed by an extension between two separate reads
+    /// would otherwise pass an old ticket.
+    word: AtomicU64,
+}
+
+/// Bits of the deadline in milliseconds (about 557 years after `base`).
+const DEADLINE_BITS: u32 = 44;
+const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
+
+fn generation_of(word: u64) -> u64 {
+    word >> DEADLINE_BITS
 }
 
 impl Fence {
@@ -56,26 +64,32 @@ impl Fence {
     pub fn expired(base: Instant) -> Self {
         Self(Some(Arc::new(FenceState {
             base,
-            until: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
+            word: AtomicU64::new(0),
         })))
     }
 
-    /// Holds until `until` (a renewal succeeded).
+    /// Holds until `until` (a renewal succeeded), to the millisecond below.
     pub fn extend(&self, until: Instant) {
         if let Some(state) = &self.0 {
-            let nanos = until.saturating_duration_since(state.base).as_nanos();
-            state
-                .until
-                .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+            let millis = until.saturating_duration_since(state.base).as_millis();
+            let deadline = u64::try_from(millis).unwrap_or(u64::MAX).min(DEADLINE_MASK);
+            let _ = state
+                .word
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                    Some((word & !DEADLINE_MASK) | deadline)
+                });
         }
     }
 
     /// Expires now, and for good for every shard that holds a ticket of it.
     pub fn revoke(&self) {
         if let Some(state) = &self.0 {
-            state.generation.fetch_add(1, Ordering::AcqRel);
-            state.until.store(0, Ordering::Release);
+            let _ = state
+                .word
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                    let next = (generation_of(word) + 1) & (u64::MAX >> DEADLINE_BITS);
+                    Some(next << DEADLINE_BITS)
+                });
         }
     }
 
@@ -86,7 +100,7 @@ impl Fence {
             generation: self
                 .0
                 .as_ref()
-                .map_or(0, |state| state.generation.load(Ordering::Acquire)),
+                .map_or(0, |state| generation_of(state.word.load(Ordering::Acquire))),
         }
     }
 }
@@ -104,9 +118,10 @@ impl Ticket {
         let Some(state) = &self.fence.0 else {
             return true;
         };
-        let elapsed = now.saturating_duration_since(state.base).as_nanos();
-        state.generation.load(Ordering::Acquire) == self.generation
-            && u64::try_from(elapsed).unwrap_or(u64::MAX) < state.until.load(Ordering::Acquire)
+        let word = state.word.load(Ordering::Acquire);
+        let elapsed = now.saturating_duration_since(state.base).as_millis();
+        generation_of(word) == self.generation
+            && u64::try_from(elapsed).unwrap_or(u64::MAX) < word & DEADLINE_MASK
     }
 }
 
@@ -144,5 +159,59 @@ impl Placement for StaticPlacement {
 
     fn released(&self, shard: u32) {
         tracing::debug!(shard, "shard released");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_ticket_holds_until_the_deadline_and_never_again_after_a_revocation() {
+        let base = crate::clock::now();
+        let fence = Fence::expired(base);
+        let old = fence.ticket();
+        assert!(!old.holds(base), "expired until extended");
+        fence.extend(base + Duration::from_millis(500));
+        assert!(old.holds(base + Duration::from_millis(499)));
+        assert!(!old.holds(base + Duration::from_millis(500)), "the deadline is out");
+        fence.revoke();
+        assert!(!old.holds(base), "revoked at once");
+        fence.extend(base + Duration::from_secs(10));
+        assert!(!old.holds(base), "an extension after a revocation does not revive it");
+        let new = fence.ticket();
+        assert!(new.holds(base + Duration::from_secs(9)));
+        assert!(Fence::never().ticket().holds(base + Duration::from_secs(1 << 40)));
+    }
+
+    #[test]
+    fn revocations_racing_extensions_never_pass_an_old_ticket() {
+        let base = crate::clock::now();
+        let fence = Fence::expired(base);
+        fence.extend(base + Duration::from_secs(3600));
+        let old = fence.ticket();
+        let racer = {
+            let fence = fence.clone();
+            std::thread::spawn(move || {
+                for n in 0..10_000 {
+                    fence.revoke();
+                    fence.extend(base + Duration::from_secs(3600 + n));
+                }
+            })
+        };
+        let mut passed_after_revocation = 0;
+        let mut revoked = false;
+        while !racer.is_finished() {
+            let holds = old.holds(base);
+            if revoked && holds {
+                passed_after_revocation += 1;
+            }
+            revoked |= !holds;
+        }
+        racer.join().expect("racer");
+        assert_eq!(passed_after_revocation, 0);
+        assert!(!old.holds(base));
     }
 }
