@@ -198,7 +198,12 @@ pub(crate) async fn audit(
             "limit must be between 1 and {AUDIT_KEPT}, not {limit}"
         )));
     }
-    let entries = state.cluster.audit().recent(limit).await?;
+    let entries = state
+        .cluster
+        .audit()
+        .recent(limit)
+        .await
+        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
     Ok(web::Json(AuditList {
         entries: entries.into_iter().map(AuditWire::from).collect(),
     }))

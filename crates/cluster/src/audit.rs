@@ -6,12 +6,11 @@
 //! the action it records; reading returns the newest entries first.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
-
-use crate::error::ClusterError;
-use crate::peers::PeerFuture;
 
 /// Entries a log keeps; older ones are dropped.
 pub const AUDIT_KEPT: usize = 10_000;
@@ -51,6 +50,14 @@ impl AuditEntry {
     }
 }
 
+/// The log could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot read the audit log: {0}")]
+pub struct AuditError(pub String);
+
+/// What [`AuditLog::recent`] returns.
+pub type AuditFuture = Pin<Box<dyn Future<Output = Result<Vec<AuditEntry>, AuditError>> + Send>>;
+
 /// Where operator actions are recorded. Every implementation runs the `audit_log`
 /// suite of the `contract` module (feature `contract`).
 pub trait AuditLog: Send + Sync + 'static {
@@ -58,7 +65,7 @@ pub trait AuditLog: Send + Sync + 'static {
     /// background, and logs what it could not write).
     fn record(&self, entry: AuditEntry);
     /// The newest `limit` entries, newest first.
-    fn recent(&self, limit: usize) -> PeerFuture<Result<Vec<AuditEntry>, ClusterError>>;
+    fn recent(&self, limit: usize) -> AuditFuture;
 }
 
 /// An audit log in memory (tests, and embedding programs without a store).
@@ -76,7 +83,7 @@ impl AuditLog for MemoryAudit {
         entries.push_back(entry);
     }
 
-    fn recent(&self, limit: usize) -> PeerFuture<Result<Vec<AuditEntry>, ClusterError>> {
+    fn recent(&self, limit: usize) -> AuditFuture {
         let newest: Vec<AuditEntry> = self
             .entries
             .lock()

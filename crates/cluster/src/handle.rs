@@ -14,7 +14,7 @@ use crate::audit::AuditLog;
 use crate::clock;
 use crate::directory::Directory;
 use crate::error::ClusterError;
-use crate::jobs::{self, Job, Jobs};
+use crate::jobs::Jobs;
 use crate::members::{MembersError, MembersResult};
 use crate::metrics::Metrics;
 use crate::peers::{Peers, PlacedShard, ShardAction};
@@ -24,6 +24,7 @@ use crate::shard::{RequestMembers, Shard, ShardCommand};
 use crate::snapshot::{IdentifyStatus, ShardSnapshot};
 use crate::supervisor::{StandDown, Supervisor};
 
+mod rolling;
 /// How long a member request waits for its last chunk.
 const MEMBERS_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -244,49 +245,8 @@ impl ClusterHandle {
         self.command(id, Command::Start).await
     }
 
-    /// Starts a rolling restart of every shard of the bot (in cluster mode, every
-    /// node's) as a job: a step of one shard per identify bucket at a time, each Ready
-    /// again on a new connection before the next step. Unless `force`, a fresh one is
-    /// refused with [`ClusterError::Budget`] when the session-start budget cannot
-    /// afford every shard.
-    pub fn start_rolling_restart(&self, fresh: bool, force: bool) -> Result<Job, ClusterError> {
-        let targets: Vec<u32> = if self.peers().is_some() {
-            (0..self.total()).collect()
-        } else {
-            self.ids()
-        };
-        if fresh && !force {
-            self.check_budget(u32::try_from(targets.len()).unwrap_or(u32::MAX))?;
-        }
-        let width = self
-            .identify_status()
-            .map_or(1, |status| status.max_concurrency.max(1) as usize);
-        Ok(jobs::rolling_restart(
-            self,
-            &self.inner.jobs,
-            targets,
-            width,
-            fresh,
-        ))
-    }
-
-    /// Every job this process started (the newest 100 finished ones), newest first.
-    #[must_use]
-    pub fn jobs(&self) -> Vec<Job> {
-        self.inner.jobs.list()
-    }
-
-    /// One job.
-    #[must_use]
-    pub fn job(&self, id: &str) -> Option<Job> {
-        self.inner.jobs.get(id)
-    }
-
-    /// Asks a job to stop after its current step; the job as it is now, or `None` for
-    /// an unknown id. Cancelling a job that ended changes nothing.
-    #[must_use]
-    pub fn cancel_job(&self, id: &str) -> Option<Job> {
-        self.inner.jobs.cancel(id)
+    fn jobs_table(&self) -> &Arc<Jobs> {
+        &self.inner.jobs
     }
 
     /// Where operator actions are recorded.
@@ -402,20 +362,6 @@ impl ClusterHandle {
         }
         all.sort_by_key(|p| p.snapshot.id);
         Ok(all)
-    }
-
-    /// One shard as this process runs it now, else as its owner last published it.
-    pub(crate) async fn locate(&self, id: u32) -> Option<ShardSnapshot> {
-        if let Some(here) = self.shard(id) {
-            return Some(here);
-        }
-        self.peers()?;
-        self.placed_shards()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|p| p.snapshot.id == id)
-            .map(|p| p.snapshot)
     }
 
     /// Carries out `action` on `shard` here if this process runs it, else on the node

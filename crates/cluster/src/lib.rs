@@ -75,7 +75,7 @@ mod supervisor;
 mod transport;
 mod trim;
 
-pub use audit::{AUDIT_KEPT, AuditEntry, AuditLog, MemoryAudit};
+pub use audit::{AUDIT_KEPT, AuditEntry, AuditError, AuditFuture, AuditLog, MemoryAudit};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use config::{Auto, ClusterConfig, DISCORD_API_BASE, ShardIds};
 pub use error::ClusterError;

@@ -176,14 +176,24 @@ mod tests {
         assert!(!old.holds(base), "expired until extended");
         fence.extend(base + Duration::from_millis(500));
         assert!(old.holds(base + Duration::from_millis(499)));
-        assert!(!old.holds(base + Duration::from_millis(500)), "the deadline is out");
+        assert!(
+            !old.holds(base + Duration::from_millis(500)),
+            "the deadline is out"
+        );
         fence.revoke();
         assert!(!old.holds(base), "revoked at once");
         fence.extend(base + Duration::from_secs(10));
-        assert!(!old.holds(base), "an extension after a revocation does not revive it");
+        assert!(
+            !old.holds(base),
+            "an extension after a revocation does not revive it"
+        );
         let new = fence.ticket();
         assert!(new.holds(base + Duration::from_secs(9)));
-        assert!(Fence::never().ticket().holds(base + Duration::from_secs(1 << 40)));
+        assert!(
+            Fence::never()
+                .ticket()
+                .holds(base + Duration::from_secs(1 << 40))
+        );
     }
 
     #[test]

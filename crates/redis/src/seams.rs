@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardkeeper_cluster::{
-    AuditEntry, AuditLog, Change, ClusterError, Fence, Grant, IdentifyStatus, PeerFuture, PeerNode,
-    Peers, PermitSource, PlacedShard, Placement, SessionBatch, SessionStore, ShardAction, ShardSet,
-    StoreError, StoredSession,
+    AuditEntry, AuditError, AuditFuture, AuditLog, Change, ClusterError, Fence, Grant,
+    IdentifyStatus, PeerFuture, PeerNode, Peers, PermitSource, PlacedShard, Placement,
+    SessionBatch, SessionStore, ShardAction, ShardSet, StoreError, StoredSession,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -189,13 +189,14 @@ impl AuditLog for Seams {
         crate::remote::audit(&self.0, entry);
     }
 
-    fn recent(&self, limit: usize) -> PeerFuture<Result<Vec<AuditEntry>, ClusterError>> {
+    fn recent(&self, limit: usize) -> AuditFuture {
         let inner = Arc::clone(&self.0);
-        on_runtime(&self.0, async move {
+        let read = on_runtime(&self.0, async move {
             crate::remote::recent_audit(&inner.link, limit)
                 .await
                 .map_err(unreachable)
-        })
+        });
+        Box::pin(async move { read.await.map_err(|err| AuditError(err.to_string())) })
     }
 }
 

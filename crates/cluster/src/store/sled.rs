@@ -10,9 +10,7 @@ use std::time::Duration;
 use shardkeeper_session::ScheduleSnapshot;
 
 use super::{Change, ScheduleStore, SessionBatch, SessionStore, StoreError, StoredSession};
-use crate::audit::{AUDIT_KEPT, AuditEntry, AuditLog};
-use crate::error::ClusterError;
-use crate::peers::PeerFuture;
+use crate::audit::{AUDIT_KEPT, AuditEntry, AuditError, AuditFuture, AuditLog};
 
 const SCHEDULE_KEY: &[u8] = b"identify_schedule";
 /// How long opening waits for the database's lock: a process being replaced may still be
@@ -246,8 +244,10 @@ impl AuditLog for SledStore {
         }
     }
 
-    fn recent(&self, limit: usize) -> PeerFuture<Result<Vec<AuditEntry>, ClusterError>> {
-        let read = self.newest_audit(limit).map_err(ClusterError::Store);
+    fn recent(&self, limit: usize) -> AuditFuture {
+        let read = self
+            .newest_audit(limit)
+            .map_err(|err| AuditError(err.to_string()));
         Box::pin(std::future::ready(read))
     }
 }

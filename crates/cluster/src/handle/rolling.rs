@@ -1,0 +1,180 @@
+//! The handle's jobs: a rolling restart run step by step in the background (see
+//! `jobs.rs` for what a job reports).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shardkeeper_session::StateKind;
+
+use super::ClusterHandle;
+use crate::clock;
+use crate::error::ClusterError;
+use crate::jobs::{Job, JobError, JobKind, JobState, Jobs, STEP_TIMEOUT};
+use crate::peers::ShardAction;
+use crate::snapshot::ShardSnapshot;
+
+/// How often a step looks at its shards.
+const POLL: Duration = Duration::from_millis(25);
+
+impl ClusterHandle {
+    /// Starts a rolling restart of every shard of the bot (in cluster mode, every
+    /// node's) as a job: a step of one shard per identify bucket at a time, each Ready
+    /// again on a new connection before the next step. Unless `force`, a fresh one is
+    /// refused with [`ClusterError::Budget`] when the session-start budget cannot
+    /// afford every shard.
+    pub fn start_rolling_restart(&self, fresh: bool, force: bool) -> Result<Job, ClusterError> {
+        let targets: Vec<u32> = if self.peers().is_some() {
+            (0..self.total()).collect()
+        } else {
+            self.ids()
+        };
+        if fresh && !force {
+            self.check_budget(u32::try_from(targets.len()).unwrap_or(u32::MAX))?;
+        }
+        let width = self
+            .identify_status()
+            .map_or(1, |status| status.max_concurrency.max(1) as usize);
+        Ok(rolling_restart(
+            self,
+            self.jobs_table(),
+            targets,
+            width,
+            fresh,
+        ))
+    }
+
+    /// Every job this process started (the newest 100 finished ones), newest first.
+    #[must_use]
+    pub fn jobs(&self) -> Vec<Job> {
+        self.jobs_table().list()
+    }
+
+    /// One job.
+    #[must_use]
+    pub fn job(&self, id: &str) -> Option<Job> {
+        self.jobs_table().get(id)
+    }
+
+    /// Asks a job to stop after its current step; the job as it is now, or `None` for
+    /// an unknown id. Cancelling a job that ended changes nothing.
+    #[must_use]
+    pub fn cancel_job(&self, id: &str) -> Option<Job> {
+        self.jobs_table().cancel(id)
+    }
+
+    /// One shard as this process runs it now, else as its owner last published it.
+    pub(crate) async fn locate(&self, id: u32) -> Option<ShardSnapshot> {
+        if let Some(here) = self.shard(id) {
+            return Some(here);
+        }
+        self.peers()?;
+        self.placed_shards()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|p| p.snapshot.id == id)
+            .map(|p| p.snapshot)
+    }
+}
+
+/// Starts a rolling restart of `targets` in steps of `width` shards.
+fn rolling_restart(
+    handle: &ClusterHandle,
+    jobs: &Arc<Jobs>,
+    targets: Vec<u32>,
+    width: usize,
+    fresh: bool,
+) -> Job {
+    let total = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+    let (job, cancel) = jobs.open(JobKind::RollingRestart { fresh }, total);
+    let id = job.id.clone();
+    let handle = handle.clone();
+    let jobs = Arc::clone(jobs);
+    actix::spawn(async move {
+        let mut cancelled = false;
+        for step in targets.chunks(width.max(1)) {
+            if cancel.load(Ordering::SeqCst) {
+                cancelled = true;
+                break;
+            }
+            jobs.update(&id, |job| job.current = step.to_vec());
+            let errors = restart_step(&handle, step, fresh, &cancel).await;
+            jobs.update(&id, |job| {
+                job.done += u32::try_from(step.len()).unwrap_or(u32::MAX);
+                job.errors.extend(errors);
+            });
+        }
+        let cancelled = cancelled || cancel.load(Ordering::SeqCst);
+        jobs.update(&id, |job| {
+            job.current.clear();
+            job.finished_at_ms = Some(clock::wall_ms());
+            job.state = if cancelled && job.done < job.total {
+                JobState::Cancelled
+            } else if job.errors.is_empty() {
+                JobState::Completed
+            } else {
+                JobState::Failed
+            };
+            tracing::info!(
+                job = %job.id,
+                state = job.state.api_name(),
+                done = job.done,
+                errors = job.errors.len(),
+                "rolling restart ended"
+            );
+        });
+    });
+    job
+}
+
+/// Restarts the shards of one step and waits until each is Ready on a new connection.
+async fn restart_step(
+    handle: &ClusterHandle,
+    step: &[u32],
+    fresh: bool,
+    cancel: &AtomicBool,
+) -> Vec<JobError> {
+    let mut errors = Vec::new();
+    let mut waiting = Vec::new();
+    for &shard in step {
+        let before = handle.locate(shard).await.map_or(0, |s| sessions_begun(&s));
+        // The budget of the whole job was checked when it started.
+        let action = ShardAction::Restart { fresh, force: true };
+        match handle.act(shard, action).await {
+            Ok(()) => waiting.push((shard, before)),
+            Err(err) => errors.push(JobError {
+                shard,
+                error: err.to_string(),
+            }),
+        }
+    }
+    let deadline = clock::now() + STEP_TIMEOUT;
+    while !waiting.is_empty() && clock::now() < deadline && !cancel.load(Ordering::SeqCst) {
+        tokio::time::sleep(POLL).await;
+        let mut still = Vec::with_capacity(waiting.len());
+        for (shard, before) in waiting {
+            let back = handle
+                .locate(shard)
+                .await
+                .is_some_and(|s| s.state == StateKind::Ready && sessions_begun(&s) > before);
+            if !back {
+                still.push((shard, before));
+            }
+        }
+        waiting = still;
+    }
+    if !cancel.load(Ordering::SeqCst) {
+        errors.extend(waiting.into_iter().map(|(shard, _)| JobError {
+            shard,
+            error: format!("not Ready again within {} s", STEP_TIMEOUT.as_secs()),
+        }));
+    }
+    errors
+}
+
+/// Sessions the shard began or took up again: rises with every new connection that
+/// reached Ready or Resumed.
+fn sessions_begun(snapshot: &ShardSnapshot) -> u64 {
+    snapshot.identifies + snapshot.resumes
+}
