@@ -19,6 +19,14 @@ pub trait Placement: Send + Sync + 'static {
     fn watch(&self) -> watch::Receiver<ShardSet>;
     /// This process stopped running `shard` and stored its session: another may take it.
     fn released(&self, shard: u32);
+    /// The shards the supervisor runs now (started, or still being retired), reported
+    /// after every change it carried out. A placement must not take a shard out of the
+    /// set to hand it over before it was reported here: a shard that left the set
+    /// before the supervisor ever saw it is never retired, so never released. The
+    /// default ignores it.
+    fn running(&self, shards: &ShardSet) {
+        let _ = shards;
+    }
     /// Until when this process may act for its shards at all. A placement that leases
     /// shards (cluster mode) revokes it the moment a lease may lapse: every shard then
     /// stops at once — no frame written, no event delivered, its socket closed with

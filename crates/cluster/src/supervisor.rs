@@ -113,6 +113,13 @@ impl Supervisor {
                 self.run(id, StatusCell::new(id, resume), 0);
             }
         }
+        self.report_running();
+    }
+
+    /// Tells the placement which shards run here now.
+    fn report_running(&self) {
+        let running: ShardSet = self.setup.directory.ids().into_iter().collect();
+        self.setup.placement.running(&running);
     }
 
     /// The stored session of a shard assigned after start-up (another process may have
@@ -221,6 +228,7 @@ impl Supervisor {
                         );
                     }
                     act.setup.placement.released(id);
+                    act.report_running();
                     tracing::info!(shard = id, "shard handed over");
                 }
             }

@@ -46,6 +46,7 @@ pub(crate) enum Command {
     Written(u32, Instant),
     Unused(u32),
     Released(u32),
+    Running(ShardSet),
     StopGranting,
     Leave(oneshot::Sender<()>),
     Halt,
@@ -71,6 +72,9 @@ pub(crate) struct Control {
     /// is gone is a failover, not a handover.
     last_owner: HashMap<u32, String>,
     handing_over: BTreeSet<u32>,
+    /// What the supervisor last said it runs: only those are handed over (one that
+    /// left the set before the supervisor saw it would never be released).
+    started: ShardSet,
     leaving: Option<oneshot::Sender<()>>,
     waiting: BTreeMap<u32, Waiter>,
     /// Shard → a delivered grant and when its request was sent, until the IDENTIFY is
@@ -145,6 +149,7 @@ impl Control {
                 orphan_since: HashMap::new(),
                 last_owner: HashMap::new(),
                 handing_over: BTreeSet::new(),
+                started: ShardSet::new(),
                 leaving: None,
                 waiting: BTreeMap::new(),
                 granted: HashMap::new(),
@@ -215,6 +220,7 @@ impl Control {
                 }
             }
             Command::Released(shard) => self.released(shard).await,
+            Command::Running(shards) => self.started = shards,
             Command::Leave(done) => {
                 tracing::info!(node = %self.inner.identity.id, "leaving: handing every shard over");
                 self.leaving = Some(done);

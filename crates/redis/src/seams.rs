@@ -60,6 +60,10 @@ impl Placement for Seams {
         self.send(Command::Released(shard));
     }
 
+    fn running(&self, shards: &ShardSet) {
+        self.send(Command::Running(shards.clone()));
+    }
+
     fn fence(&self) -> Fence {
         self.0.fence.clone()
     }

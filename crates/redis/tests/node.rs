@@ -74,20 +74,36 @@ async fn join(world: &World, id: &str, total: u32) -> Node {
     Node::join(config, rest).await.expect("joins")
 }
 
-/// Plays the supervisor for `node`: releases every shard that leaves its set, and
-/// returns the set's receiver.
+/// Plays the supervisor for `node`: runs every shard of its set at once, reports what
+/// it runs, releases every shard that leaves the set, and returns the set's receiver.
 fn supervise(node: &Node) -> tokio::sync::watch::Receiver<ShardSet> {
+    supervise_only(node, |_| true)
+}
+
+/// Like [`supervise`], for a supervisor that starts only the shards `starts` accepts
+/// (the others stay as if their start were still to come).
+fn supervise_only(
+    node: &Node,
+    starts: impl Fn(u32) -> bool + Send + 'static,
+) -> tokio::sync::watch::Receiver<ShardSet> {
     let placement: Arc<dyn Placement> = node.placement();
     let mut changes = placement.watch();
     let seen = changes.clone();
     tokio::spawn(async move {
-        let mut running = changes.borrow_and_update().clone();
-        while changes.changed().await.is_ok() {
+        let mut previous = ShardSet::new();
+        loop {
             let now = changes.borrow_and_update().clone();
-            for gone in running.difference(&now) {
-                placement.released(*gone);
+            for &gone in previous.difference(&now) {
+                if starts(gone) {
+                    placement.released(gone);
+                }
             }
-            running = now;
+            let running: ShardSet = now.iter().copied().filter(|&s| starts(s)).collect();
+            placement.running(&running);
+            previous = now;
+            if changes.changed().await.is_err() {
+                return;
+            }
         }
     });
     seen
@@ -303,4 +319,43 @@ async fn the_audit_stream_keeps_the_audit_contract() {
         Some("a"),
         "each entry names its node"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_the_supervisor_has_not_started_is_not_handed_over_until_it_runs() {
+    let total = 8;
+    let world = world(total).await;
+    let a = join(&world, "a", total).await;
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::clone(&started);
+    // Shards 0..4 start at once, the others only once the gate opens.
+    let a_set = supervise_only(&a, move |s| s < 4 || gate.load(Ordering::SeqCst));
+    until("a holds every shard", || {
+        a_set.borrow().len() == total as usize
+    })
+    .await;
+    let b = join(&world, "b", total).await;
+    let b_set = supervise(&b);
+    until("b runs a share", || !b_set.borrow().is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let moved: ShardSet = b_set.borrow().clone();
+    assert!(
+        moved.iter().all(|&s| s < 4),
+        "only shards a runs were handed over: {moved:?}"
+    );
+    assert!(
+        (4..total).all(|s| a_set.borrow().contains(&s)),
+        "a keeps the shards it has not started: {:?}",
+        a_set.borrow()
+    );
+    // The rest start now: the supervisor says so, and the next rounds hand the rest
+    // of b's share over.
+    started.store(true, Ordering::SeqCst);
+    let now_running = a_set.borrow().clone();
+    a.placement().running(&now_running);
+    until("every shard runs exactly once, b with its share", || {
+        let (x, y) = (a_set.borrow().clone(), b_set.borrow().clone());
+        x.is_disjoint(&y) && x.len() + y.len() == total as usize && y.iter().any(|&s| s >= 4)
+    })
+    .await;
 }

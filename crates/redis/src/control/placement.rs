@@ -49,7 +49,11 @@ impl Control {
                     // while, so it does not cycle down and up every takeover period.
                     let covering = self.fallback_until.get(&shard).is_some_and(|&t| now < t);
                     let keep = mine.is_some() && (assignment.target(shard) == mine || covering);
-                    if !keep && handovers < bound && self.handing_over.insert(shard) {
+                    if !keep
+                        && handovers < bound
+                        && self.started.contains(&shard)
+                        && self.handing_over.insert(shard)
+                    {
                         handovers += 1;
                     }
                 }
