@@ -122,15 +122,15 @@ impl Supervisor {
         self.setup.placement.running(&running);
     }
 
-    /// The stored session of a shard assigned after start-up (another process may have
-    /// handed it over).
-    /// A failed read is tried again a few times first: identifying instead would drop
-    /// the events Discord still holds for the session, and spend a session start.
+    /// The newest session of a shard whose events reached every sink: buffered here, or
+    /// stored (by this process, or by another that handed the shard over). A failed read
+    /// is tried again a few times first: identifying instead would drop the events
+    /// Discord still holds for the session, and spend a session start.
     fn load(&self, id: u32) -> Option<ResumeInfo> {
         let ledger = &self.shared.ledger;
         let mut attempt = 0;
         loop {
-            match ledger.resumable_shard(id, self.shared.total, self.setup.session_max_age) {
+            match ledger.delivered_shard(id, self.shared.total, self.setup.session_max_age) {
                 Ok(resume) => return resume,
                 Err(err) if attempt < LOAD_ATTEMPTS => {
                     attempt += 1;
@@ -264,6 +264,9 @@ impl Handler<ShardGone> for Supervisor {
             shard = id,
             "shard actor crashed; restarting it with its session"
         );
+        // From what the sinks took: what it had received but not delivered is replayed.
+        let delivered = self.load(id);
+        status.lock().resume = delivered;
         self.run(id, status, 1);
     }
 }

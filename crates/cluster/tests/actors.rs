@@ -242,6 +242,61 @@ async fn a_crashed_shard_actor_is_restarted_and_resumes_without_touching_the_oth
 }
 
 #[actix::test]
+async fn a_shard_crashing_behind_a_full_sink_resumes_from_what_the_sink_took() {
+    let sim = Sim::start(SimConfig {
+        events_per_sec: 50.0,
+        ..sim_config(1, 1)
+    })
+    .await
+    .expect("sim");
+    let sink = Arc::new(Recorder::default());
+    let cluster = builder(&sim, cluster_config(&sim))
+        .sink(Arc::clone(&sink) as Arc<dyn EventSink>)
+        .start()
+        .await
+        .expect("cluster");
+    until(&cluster, &sim, "events flowing", || {
+        sink.seen().get(&0).is_some_and(|s| s.len() >= 5)
+    })
+    .await;
+    // The sink fills up: the shard holds what it read and the sink refused.
+    sink.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    until(
+        &cluster,
+        &sim,
+        "an event received but not delivered",
+        || {
+            let delivered = sink.seen().get(&0).and_then(|s| s.last().copied());
+            cluster.shard(0).and_then(|s| s.seq) > delivered
+        },
+    )
+    .await;
+    cluster.crash_shard(0).expect("owned");
+    until(&cluster, &sim, "the shard restarted and resumed", || {
+        cluster
+            .shard(0)
+            .is_some_and(|s| s.restarts == 1 && s.resumes == 1 && s.state == StateKind::Ready)
+    })
+    .await;
+    let resumed_at = cluster.shard(0).and_then(|s| s.seq).expect("a seq");
+    sink.closed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    until(&cluster, &sim, "events past the resume", || {
+        sink.seen()[&0].last().copied() > Some(resumed_at + 3)
+    })
+    .await;
+    let seqs = &sink.seen()[&0];
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "what the full sink had not taken was replayed, once: {seqs:?}"
+    );
+    assert_eq!(sim.stats().identifies, 1, "resumed, not identified");
+    assert_clean(&sim.stats());
+    cluster.shutdown().await.expect("shutdown");
+    sim.shutdown().await;
+}
+
+#[actix::test]
 async fn a_shard_failing_before_ready_is_quarantined_until_started() {
     // The first three connections never get HELLO; shard 0 alone runs at first, so it
     // gets all three, and each ends in the hello timeout before READY.

@@ -96,6 +96,26 @@ impl SessionLedger {
             .and_then(|stored| self.usable(shard, &stored, total, max_age)))
     }
 
+    /// The newest session of one shard whose events reached every sink: the buffered
+    /// change if there is one, else the stored record (as [`resumable_shard`]). A shard
+    /// restarted after a crash resumes from here, not from what it had received, so
+    /// events a full sink had not taken yet are replayed.
+    ///
+    /// [`resumable_shard`]: Self::resumable_shard
+    pub fn delivered_shard(
+        &self,
+        shard: u32,
+        total: u32,
+        max_age: Duration,
+    ) -> Result<Option<ResumeInfo>, StoreError> {
+        let buffered = self.lock().get(&shard).cloned();
+        match buffered {
+            Some(Change::Save(stored)) => Ok(self.usable(shard, &stored, total, max_age)),
+            Some(Change::Forget) => Ok(None),
+            None => self.resumable_shard(shard, total, max_age),
+        }
+    }
+
     /// What RESUME needs from `stored`, if it is of this shard count and young enough.
     fn usable(
         &self,
