@@ -9,8 +9,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use actix_web::web;
-use serde::Serialize;
 use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
 use shardkeeper_cluster::{ClusterHandle, ShardSnapshot, StateKind};
 use utoipa::ToSchema;
 
@@ -147,13 +147,11 @@ impl History {
         samples.push_back(sample);
     }
 
-    fn all(&self) -> Vec<Sample> {
-        self.samples
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+    /// The samples taken after `since_ms` (all of them without it), oldest first.
+    fn since(&self, since_ms: Option<u64>) -> Vec<Sample> {
+        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let newer = since_ms.map_or(0, |since| samples.partition_point(|s| s.at_ms <= since));
+        samples.range(newer..).cloned().collect()
     }
 }
 
@@ -189,15 +187,30 @@ pub(crate) struct HistoryWire {
     samples: Vec<Sample>,
 }
 
+/// Which samples to return.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    /// Only samples taken after this Unix millisecond (a page that holds the older
+    /// ones asks for the rest).
+    since_ms: Option<u64>,
+}
+
 /// The last hour of the bot, one sample every two seconds: shards per state, summed
 /// counters, heartbeat latency percentiles, identify queue and budget.
 #[utoipa::path(get, path = "/api/v1/history",
-    responses((status = 200, body = HistoryWire), (status = 401, body = ErrorBody)),
+    params(HistoryQuery),
+    responses((status = 200, body = HistoryWire), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub(crate) async fn history(_: Authorized, state: web::Data<AdminState>) -> web::Json<HistoryWire> {
+pub(crate) async fn history(
+    _: Authorized,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AdminState>,
+) -> web::Json<HistoryWire> {
     web::Json(HistoryWire {
         interval_ms: u64::try_from(INTERVAL.as_millis()).unwrap_or(u64::MAX),
-        samples: state.history.all(),
+        samples: state.history.since(query.since_ms),
     })
 }
 

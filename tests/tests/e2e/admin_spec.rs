@@ -276,7 +276,7 @@ async fn every_documented_operation_survives_hostile_input() {
     let with = |f: fn(&Operation) -> bool| operations.iter().filter(|o| f(o)).count();
     assert_eq!(
         with(|o| !o.query_params.is_empty()),
-        5,
+        6,
         "operations with a query"
     );
     assert_eq!(with(|o| o.body.is_some()), 3, "operations with a JSON body");

@@ -242,6 +242,15 @@ async fn the_history_samples_the_bot_for_the_charts() {
     assert_eq!(last["identifies"], 4);
     assert!(last["latency_p50_ms"].is_u64() || last["latency_p50_ms"].is_null());
     assert_eq!(last["budget_total"], 1000, "{last}");
+    let since = first["at_ms"].as_u64().expect("at_ms");
+    let (status, newer) = api.get(&format!("/api/v1/history?since_ms={since}")).await;
+    assert_eq!(status, 200, "{newer}");
+    let newer = newer["samples"].as_array().cloned().unwrap_or_default();
+    assert!(!newer.is_empty(), "the samples after the first");
+    assert!(newer.iter().all(|s| s["at_ms"].as_u64() > Some(since)));
+    assert_eq!(newer[0], samples[1], "from the one after, in order");
+    let (status, body) = api.get("/api/v1/history?since_ms=soon").await;
+    assert_eq!(status, 400, "{body}");
     let total_events: u64 = env.cluster.shards().iter().map(|s| s.events).sum();
     assert!(
         last["events"].as_u64().is_some_and(|n| n <= total_events),
