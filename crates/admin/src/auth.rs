@@ -30,8 +30,11 @@ fn role(req: &HttpRequest) -> Result<Role, ApiError> {
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
+        .map(str::trim);
+    let Some(presented) = presented else {
+        state.requests_refused.inc();
+        return Err(ApiError::Unauthorized);
+    };
     let operator = state.token.matches(presented);
     let reader = state
         .read_token
@@ -40,7 +43,10 @@ fn role(req: &HttpRequest) -> Result<Role, ApiError> {
     match (operator, reader) {
         (true, _) => Ok(Role::Operator),
         (false, true) => Ok(Role::Reader),
-        (false, false) => Err(ApiError::Unauthorized),
+        (false, false) => {
+            state.requests_refused.inc();
+            Err(ApiError::Unauthorized)
+        }
     }
 }
 
@@ -110,6 +116,7 @@ impl FromRequest for Operator {
                 let refused =
                     ApiError::Forbidden("the read-only token may not change anything".into());
                 if let Some(state) = req.app_data::<web::Data<AdminState>>() {
+                    state.requests_refused.inc();
                     let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
                     state.cluster.audit().record(AuditEntry::now(
                         "read-only",

@@ -114,9 +114,7 @@ impl ClusterHandle {
     /// Every metric in the Prometheus text format.
     #[must_use]
     pub fn render_metrics(&self) -> String {
-        let (queue, remaining) = self
-            .identify_status()
-            .map_or((0, 0), |s| (s.queued, s.remaining));
+        let identify = self.identify_status();
         let (lag, degraded) = {
             let status = self
                 .inner
@@ -130,7 +128,7 @@ impl ClusterHandle {
         };
         self.inner
             .metrics
-            .render(&self.shards(), queue, remaining, lag, degraded)
+            .render(&self.shards(), identify.as_ref(), lag, degraded)
     }
 
     /// The bot's shard count.

@@ -13,7 +13,7 @@ use prometheus_client::registry::{Metric, Registry};
 use shardkeeper_protocol::EventName;
 use shardkeeper_session::{SessionStats, StateKind};
 
-use crate::snapshot::ShardSnapshot;
+use crate::snapshot::{IdentifyStatus, ShardSnapshot};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
@@ -46,6 +46,8 @@ pub struct Metrics {
     shards: Family<StateLabels, Gauge>,
     identify_queue: Gauge,
     session_starts_remaining: Gauge,
+    session_starts_total: Gauge,
+    session_starts_reset: Gauge<f64, std::sync::atomic::AtomicU64>,
     store_flush_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     store_degraded: Gauge,
 }
@@ -80,6 +82,8 @@ impl Metrics {
             shards: Family::default(),
             identify_queue: Gauge::default(),
             session_starts_remaining: Gauge::default(),
+            session_starts_total: Gauge::default(),
+            session_starts_reset: Gauge::default(),
             store_flush_lag: Gauge::default(),
             store_degraded: Gauge::default(),
         };
@@ -136,8 +140,18 @@ impl Metrics {
             );
             r.register(
                 "session_starts_remaining",
-                "Session starts left in Discord's budget",
+                "Session starts left in Discord's budget (the last known figure; 0 before the first)",
                 metrics.session_starts_remaining.clone(),
+            );
+            r.register(
+                "session_start_limit",
+                "Session starts per budget period (the last known figure; 0 before the first)",
+                metrics.session_starts_total.clone(),
+            );
+            r.register(
+                "session_starts_reset_seconds",
+                "Time until the session start budget resets",
+                metrics.session_starts_reset.clone(),
             );
             r.register(
                 "store_flush_lag_seconds",
@@ -200,8 +214,7 @@ impl Metrics {
     pub(crate) fn render(
         &self,
         shards: &[ShardSnapshot],
-        queue: usize,
-        remaining: u32,
+        identify: Option<&IdentifyStatus>,
         flush_lag: Duration,
         degraded: bool,
     ) -> String {
@@ -211,9 +224,17 @@ impl Metrics {
                 .get_or_create(&StateLabels { state: name })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
-        self.identify_queue
-            .set(i64::try_from(queue).unwrap_or(i64::MAX));
-        self.session_starts_remaining.set(i64::from(remaining));
+        // An unknown budget keeps the last figures: 0 would read as spent.
+        if let Some(status) = identify {
+            self.identify_queue
+                .set(i64::try_from(status.queued).unwrap_or(i64::MAX));
+            self.session_starts_remaining
+                .set(i64::from(status.remaining));
+            self.session_starts_total.set(i64::from(status.total));
+            #[allow(clippy::cast_precision_loss, reason = "milliseconds of a day fit")]
+            self.session_starts_reset
+                .set(status.reset_in_ms as f64 / 1000.0);
+        }
         self.store_flush_lag.set(flush_lag.as_secs_f64());
         self.store_degraded.set(i64::from(degraded));
         let mut text = String::new();
@@ -231,7 +252,7 @@ mod tests {
 
     use shardkeeper_protocol::EventName;
 
-    use super::Metrics;
+    use super::{IdentifyStatus, Metrics};
 
     #[test]
     fn events_are_counted_by_name_documented_or_not() {
@@ -241,13 +262,41 @@ mod tests {
         }
         metrics.events(&EventName::new("SOMETHING_NEW"), 1);
         metrics.events(&EventName::new("MESSAGE_CREATE"), 40);
-        let text = metrics.render(&[], 0, 1000, Duration::ZERO, false);
+        let text = metrics.render(&[], None, Duration::ZERO, false);
         for line in [
             r#"shardkeeper_events_total{t="READY"} 1"#,
             r#"shardkeeper_events_total{t="MESSAGE_CREATE"} 42"#,
             r#"shardkeeper_events_total{t="SOMETHING_NEW"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_budget_gauges_keep_their_last_figures_while_the_budget_is_unknown() {
+        let metrics = Metrics::new();
+        let status = IdentifyStatus {
+            max_concurrency: 1,
+            window_ms: 5000,
+            total: 1000,
+            remaining: 150,
+            reserve: 0,
+            reset_in_ms: 90_000,
+            queued: 3,
+            granted: 7,
+            buckets: Vec::new(),
+        };
+        let lines = [
+            "shardkeeper_session_starts_remaining 150",
+            "shardkeeper_session_start_limit 1000",
+            "shardkeeper_session_starts_reset_seconds 90.0",
+            "shardkeeper_identify_queue_depth 3",
+        ];
+        for identify in [Some(&status), None] {
+            let text = metrics.render(&[], identify, Duration::ZERO, false);
+            for line in lines {
+                assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+            }
         }
     }
 }

@@ -178,3 +178,48 @@ async fn an_exhausted_budget_says_so(factory: Factory) {
     assert_eq!((status.remaining, status.queued), (0, 1));
     source.halt();
 }
+
+/// Once the known reset passes, the local coordinator fetches Discord's new figures by
+/// itself: a budget that never ran out does not stay at yesterday's count.
+#[actix::test]
+async fn past_its_reset_the_local_budget_is_fetched_again() {
+    let sim = shardkeeper_sim::Sim::start(shardkeeper_sim::SimConfig {
+        token: "permits-token".into(),
+        session_start_total: 1000,
+        session_start_remaining: 990,
+        ..shardkeeper_sim::SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let config = ScheduleConfig {
+        max_concurrency: NonZeroU32::MIN,
+        window: WINDOW,
+        margin: MARGIN,
+    };
+    let schedule =
+        IdentifySchedule::new(config, 1000, 5, Duration::from_millis(300), Instant::now());
+    let rest = RestClient::new(
+        &sim.api_base(),
+        Token::new("permits-token"),
+        shardkeeper_cluster::client_config(None).expect("tls"),
+    )
+    .expect("client");
+    let source = LocalPermits::start(
+        schedule,
+        HashSet::new(),
+        Arc::new(MemoryStore::default()) as Arc<dyn ScheduleStore>,
+        rest,
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while source.status().map(|s| s.remaining) != Some(990) {
+        assert!(
+            Instant::now() < deadline,
+            "still {:?} after the reset",
+            source.status().map(|s| s.remaining)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(source.status().is_some_and(|s| s.reset_in_ms > 60_000));
+    source.halt();
+    sim.shutdown().await;
+}

@@ -366,6 +366,13 @@ impl IdentifySchedule {
         self.remaining
     }
 
+    /// When the budget resets: Discord refills it then, and only fresh figures say by
+    /// how much.
+    #[must_use]
+    pub fn reset_at(&self) -> Instant {
+        self.reset_at
+    }
+
     /// Shards waiting for a permit.
     #[must_use]
     pub fn queued(&self) -> usize {

@@ -7,6 +7,7 @@ mod cluster_faults;
 mod commands;
 mod crash;
 mod http;
+mod monitoring;
 mod nodes;
 mod proxy;
 mod slow_reader;

@@ -106,8 +106,23 @@ impl Drop for Running {
 /// `shardkeeper run` against `sim`, storing sessions and events under `dir`.
 pub(crate) fn run_against(sim: &SimHandle, dir: &Path, window_ms: u64, run: usize) -> Running {
     let mut command = binary();
+    command.arg("run");
+    single_mode_env(&mut command, sim, dir, window_ms).env(
+        "SHARDKEEPER_EVENTS__SINKS",
+        format!(r#"["file:{}"]"#, dir.join("events.ndjson").display()),
+    );
+    Running::spawn(command, &dir.join(format!("run-{run}.log")))
+}
+
+/// The environment of a single-mode `shardkeeper run` against `sim` with its store in
+/// `dir`: tokens, API base, store, a free admin port and the identify window.
+pub(crate) fn single_mode_env<'a>(
+    command: &'a mut Command,
+    sim: &SimHandle,
+    dir: &Path,
+    window_ms: u64,
+) -> &'a mut Command {
     command
-        .arg("run")
         .env("DISCORD_TOKEN", SIM_TOKEN)
         .env("SHARDKEEPER_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("SHARDKEEPER_DISCORD__API_BASE", sim.api_base())
@@ -115,11 +130,6 @@ pub(crate) fn run_against(sim: &SimHandle, dir: &Path, window_ms: u64, run: usiz
         .env("SHARDKEEPER_STORE__FLUSH_INTERVAL_MS", "50")
         .env("SHARDKEEPER_ADMIN__BIND", "127.0.0.1:0")
         .env("SHARDKEEPER_IDENTIFY__WINDOW_MS", window_ms.to_string())
-        .env(
-            "SHARDKEEPER_EVENTS__SINKS",
-            format!(r#"["file:{}"]"#, dir.join("events.ndjson").display()),
-        );
-    Running::spawn(command, &dir.join(format!("run-{run}.log")))
 }
 
 pub(crate) fn wait_for(what: &str, timeout: Duration, check: impl Fn() -> bool) {

@@ -213,6 +213,9 @@ impl IdentifyCoordinator {
         } else {
             self.gather_until
         };
+        // Wake at the reset too, to fetch the new figures.
+        let reset = Some(self.schedule.reset_at()).filter(|&at| at > now);
+        let next = next.into_iter().chain(reset).min();
         if let Some(at) = next {
             let delay = at.saturating_duration_since(now);
             self.timer = Some(ctx.run_later(delay, |act, ctx| {
@@ -222,12 +225,17 @@ impl IdentifyCoordinator {
         }
     }
 
-    /// Refreshes the budget from `/gateway/bot` when it ran out and shards wait.
+    /// Refreshes the budget from `/gateway/bot` when it ran out and shards wait, and
+    /// once its reset has passed (else the figures of the day before stay).
     fn maybe_refresh(&mut self, ctx: &mut Context<Self>, now: Instant) {
-        if self.refreshing || self.schedule.remaining() > 0 || self.schedule.queued() == 0 {
+        let spent = self.schedule.remaining() == 0 && self.schedule.queued() > 0;
+        let refill = self.schedule.reset_at();
+        if self.refreshing || !(spent || now >= refill) {
             return;
         }
-        if now.saturating_duration_since(self.last_refresh) < REFRESH_EVERY {
+        // At most once a minute, but the first time after a reset at once.
+        let first_past_reset = now >= refill && self.last_refresh < refill;
+        if !first_past_reset && now.saturating_duration_since(self.last_refresh) < REFRESH_EVERY {
             return;
         }
         self.refreshing = true;
