@@ -3,6 +3,7 @@
 //! the cluster's alone (read from `/proc`).
 
 mod chaos;
+mod compare;
 mod failover;
 mod floor;
 mod harness;
@@ -30,6 +31,10 @@ pub(crate) struct BenchArgs {
     /// Length of the chaos soak in seconds (default: 60, or 600 with `--full`).
     #[arg(long, value_name = "SECONDS")]
     soak_seconds: Option<u64>,
+    /// The twilight reader of `bench compare` (bench/compare/build.sh): PATH-none,
+    /// PATH-zlib-stream and PATH-zstd-stream are its three builds.
+    #[arg(long, value_name = "PATH", default_value = compare::DEFAULT_READER)]
+    twilight: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,10 +50,23 @@ enum Scenario {
     /// Not part of `all`: three nodes on a Redis of the bench's own, one killed with
     /// `kill -9` (needs `redis-server`).
     Failover,
+    /// Not part of `all`: CPU per event of `shardkeeper run` against a twilight-gateway
+    /// reader, alternating on one simulator (build `bench/compare` first).
+    Compare,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let full = args.full;
+    if args.scenario == Scenario::Compare {
+        let sizes = compare::Compare {
+            rounds: if full { 5 } else { 3 },
+            seconds: if full { 10 } else { 4 },
+            reader: args.twilight.clone(),
+        };
+        let mut results = Map::new();
+        results.insert("compare".into(), compare::compare(&sizes)?);
+        return write_results(&args.json, results);
+    }
     let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
     println!("| scenario | setup | result | | | |");
     println!("|---|---|---|---|---|---|");

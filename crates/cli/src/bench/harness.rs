@@ -14,20 +14,28 @@ pub(crate) const TOKEN: &str = "bench-token";
 /// A simulator on its own runtime, so it does not compete with the bench's bookkeeping.
 pub(crate) struct BenchSim {
     pub(crate) handle: SimHandle,
+    /// The token the simulator accepts, which [`Shardkeeper::spawn`] passes on.
+    pub(crate) token: String,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl BenchSim {
     pub(crate) fn start(config: SimConfig) -> anyhow::Result<Self> {
+        Self::start_with_token(config, TOKEN)
+    }
+
+    /// With a token other than [`TOKEN`].
+    pub(crate) fn start_with_token(config: SimConfig, token: &str) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
         let handle = runtime.block_on(Sim::start(SimConfig {
-            token: TOKEN.into(),
+            token: token.into(),
             ..config
         }))?;
         Ok(Self {
             handle,
+            token: token.into(),
             _runtime: runtime,
         })
     }
@@ -68,7 +76,7 @@ impl Shardkeeper {
         let child = Command::new(std::env::current_exe()?)
             .arg("run")
             .env("RUST_LOG", "warn")
-            .env("DISCORD_TOKEN", TOKEN)
+            .env("DISCORD_TOKEN", &sim.token)
             .env("SHARDKEEPER_ADMIN_TOKEN", "bench-admin")
             .env("SHARDKEEPER_DISCORD__API_BASE", sim.handle.api_base())
             .env("SHARDKEEPER_DISCORD__COMPRESSION", spec.compression.name())

@@ -133,25 +133,30 @@ fn lines_since(file: &mut std::fs::File, offset: &mut u64) -> u64 {
 }
 
 /// The middle value (the upper one of an even count); `values` must not be empty.
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
 }
 
 /// Shards of the throughput scenario.
-const FLOOD_SHARDS: u32 = 16;
+pub(crate) const FLOOD_SHARDS: u32 = 16;
 
 /// A simulator pushing 512-byte events to [`FLOOD_SHARDS`] shards as fast as it can.
 fn flood_sim() -> anyhow::Result<BenchSim> {
-    BenchSim::start(SimConfig {
+    BenchSim::start(flood_config())
+}
+
+/// The settings of [`flood_sim`].
+pub(crate) fn flood_config() -> SimConfig {
+    SimConfig {
         shards: FLOOD_SHARDS,
         max_concurrency: FLOOD_SHARDS,
         identify_window: Duration::from_millis(100),
         events_per_sec: 100_000.0,
         event_body_bytes: 512,
         ..SimConfig::default()
-    })
+    }
 }
 
 /// Events per second delivered to a file sink, and CPU seconds per million events, of
