@@ -10,7 +10,7 @@ use shardkeeper_protocol::shard_for_guild;
 use shardkeeper_session::{ClientPayload, Command, StateKind};
 use tokio::sync::oneshot;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, MemoryAudit};
 use crate::clock;
 use crate::directory::Directory;
 use crate::error::ClusterError;
@@ -49,7 +49,9 @@ struct Inner {
     health: HealthCell,
     metrics: Arc<Metrics>,
     peers: Option<Arc<dyn Peers>>,
-    audit: Arc<dyn AuditLog>,
+    /// Replaced by a memory log at shutdown, so the store (which may keep the log)
+    /// closes with the cluster even while handles live on.
+    audit: Mutex<Arc<dyn AuditLog>>,
     jobs: Arc<Jobs>,
     total: NonZeroU32,
     /// Taken by `shutdown`.
@@ -80,7 +82,7 @@ impl ClusterHandle {
                 health: parts.health,
                 metrics: parts.metrics,
                 peers: parts.peers,
-                audit: parts.audit,
+                audit: Mutex::new(parts.audit),
                 jobs: Arc::default(),
                 total: NonZeroU32::new(parts.total).unwrap_or(NonZeroU32::MIN),
                 running: Mutex::new(Some((parts.persister, parts.arbiters))),
@@ -249,8 +251,14 @@ impl ClusterHandle {
 
     /// Where operator actions are recorded.
     #[must_use]
-    pub fn audit(&self) -> &Arc<dyn AuditLog> {
-        &self.inner.audit
+    pub fn audit(&self) -> Arc<dyn AuditLog> {
+        Arc::clone(
+            &self
+                .inner
+                .audit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Sends a presence update to one shard, or to every owned shard. Returns how many
@@ -322,6 +330,11 @@ impl ClusterHandle {
                 arbiter.stop();
             }
         }
+        *self
+            .inner
+            .audit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(MemoryAudit::default());
         tracing::info!("cluster stopped");
         Ok(())
     }
