@@ -169,6 +169,22 @@ const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "shards.quarantine_after",
+        set: |c, v| {
+            let n = integer(v)?;
+            c.cluster.session.quarantine.failures =
+                u32::try_from(n).map_err(|_| format!("{n} is not a count ≥ 0"))?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "shards.quarantine_window_ms",
+        set: |c, v| {
+            c.cluster.session.quarantine.window = millis(v, 1000)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "identify.max_concurrency",
         set: |c, v| {
             c.cluster.max_concurrency = auto(v)?;

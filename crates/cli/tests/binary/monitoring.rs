@@ -13,6 +13,11 @@
 //! every counter keeps the rate it was seen growing at between the two scrapes of a
 //! window, every gauge keeps its last value, and an age (`*_lag_seconds`) that grew
 //! with the clock keeps growing with it.
+//!
+//! Two alerts are not driven here: `ShardkeeperShardCrashes` (no input from outside
+//! makes a shard actor panic; `crates/cluster/tests/actors.rs` crashes one through a
+//! test hook and checks the counter the rule reads) and
+//! `ShardkeeperClusterLeaseRenewalSlow` (Redis round trips over 500 ms for minutes).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -21,7 +26,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shardkeeper_sim::{Fault, FaultTarget, Sim, SimConfig, SimHandle};
@@ -638,8 +643,11 @@ fn assert_alerts(case: &str, targets: &[Target], expected: &[Fires], unchecked: 
 
 /// A TCP forwarder that holds what the target sends for `delay` before passing it
 /// on: a slow path from the gateway to the process, heartbeats still sent on time.
+/// While refusing, it closes every new connection at once (a gateway that cannot be
+/// reached).
 struct SlowDownstream {
     delay_ms: Arc<AtomicU64>,
+    refusing: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -660,12 +668,18 @@ impl SlowDownstream {
         listener.set_nonblocking(true).expect("non-blocking");
         let delay_ms = Arc::new(AtomicU64::new(0));
         let delay = Arc::clone(&delay_ms);
+        let refusing = Arc::new(AtomicBool::new(false));
+        let refuse = Arc::clone(&refusing);
         let task = runtime.spawn(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                if refuse.load(Ordering::Relaxed) {
+                    drop(client);
+                    continue;
+                }
                 let delay = Arc::clone(&delay);
                 connections.spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(target).await else {
@@ -680,7 +694,15 @@ impl SlowDownstream {
                 });
             }
         });
-        Self { delay_ms, task }
+        Self {
+            delay_ms,
+            refusing,
+            task,
+        }
+    }
+
+    fn set_refusing(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::Relaxed);
     }
 
     fn set_delay(&self, delay: Duration) {
@@ -738,7 +760,8 @@ fn single(sim: &SimHandle, dir: &Path, sinks: &str, file_limit_kib: u64) -> Runn
         .arg("trap '' XFSZ; ulimit -f \"$1\" && exec \"$0\" run")
         .arg(env!("CARGO_BIN_EXE_shardkeeper"))
         .arg(file_limit_kib.to_string())
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .env("SHARDKEEPER_SHARDS__QUARANTINE_AFTER", "2");
     single_mode_env(&mut command, sim, dir, 200).env("SHARDKEEPER_EVENTS__SINKS", sinks);
     Running::spawn(command, &dir.join("run.log"))
 }
@@ -957,6 +980,7 @@ fn alerts_fire_on_what_a_single_process_reports() {
         elapsed(started)
     );
     shard_states(&sim, &mut subject);
+    quarantine(&sim, &proxy, &mut subject);
     full_disk(&sim, &mut subject);
     assert!(
         process.log().contains("session store write failed"),
@@ -1089,6 +1113,32 @@ fn shard_states(sim: &SimHandle, subject: &mut Subject) {
     post(&addr, "/api/v1/shards/0/start");
     post(&addr, "/api/v1/shards/1/start");
     wait_shards(&addr, "ready", 8, Duration::from_secs(10));
+}
+
+/// A shard's session ends while the gateway cannot be reached: its connection attempts
+/// fail before READY and (at `shards.quarantine_after` = 2) it is quarantined.
+fn quarantine(sim: &SimHandle, proxy: &SlowDownstream, subject: &mut Subject) {
+    let addr = subject.addr.clone();
+    let before = scrape(&addr);
+    proxy.set_refusing(true);
+    // 4009: the session timed out; the shard identifies anew at the gateway URL.
+    sim.inject(FaultTarget::shard(6), Fault::Close { code: 4009 });
+    wait_shards(&addr, "quarantined", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let quarantined = subject.since(before);
+    subject.check(
+        "quarantined",
+        quarantined,
+        &[
+            "ShardkeeperShardsQuarantined",
+            "ShardkeeperShardsNotReady",
+            "ShardkeeperManyShardsNotReady",
+            "ShardkeeperReconnectStorm",
+        ],
+    );
+    proxy.set_refusing(false);
+    post(&addr, "/api/v1/shards/6/start");
+    wait_shards(&addr, "ready", 8, Duration::from_secs(15));
 }
 
 /// The disk fills up: the store cannot write and the last flush ages.
