@@ -55,13 +55,18 @@ async fn world_of(total: u32, buckets: u32, remaining: u32) -> World {
 }
 
 async fn join(world: &World, id: &str, total: u32) -> Node {
+    join_at(world, id, total, &world.url, Duration::from_millis(1500)).await
+}
+
+/// A node that reaches Redis at `url`, with leases of `lease`.
+async fn join_at(world: &World, id: &str, total: u32, url: &str, lease: Duration) -> Node {
     let tls = client_config(None).expect("tls");
     let rest = RestClient::new(&world.sim.api_base(), Token::new(TOKEN), tls).expect("rest");
     let config = NodeConfig {
-        url: world.url.clone(),
+        url: url.to_owned(),
         namespace: "test".into(),
         node_id: id.into(),
-        lease: Duration::from_millis(1500),
+        lease,
         capacity: 0,
         admin_url: String::new(),
         ids: None,
@@ -358,4 +363,127 @@ async fn a_shard_the_supervisor_has_not_started_is_not_handed_over_until_it_runs
         x.is_disjoint(&y) && x.len() + y.len() == total as usize && y.iter().any(|&s| s >= 4)
     })
     .await;
+}
+
+/// Forwards TCP to `target`, each chunk of its answers `delay` late: a Redis far away.
+async fn slow_path(target: &str, delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("address");
+    let target = target.to_owned();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+                let downstream = async {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    format!("redis://{addr}/0")
+}
+
+/// The renewal round trip a node's metrics report, in microseconds.
+fn renew_us(node: &Node) -> f64 {
+    let name = "shardkeeper_cluster_lease_renew_microseconds ";
+    node.peers()
+        .render_metrics()
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.parse().ok())
+        .expect("the renewal gauge")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_redis_round_trips_fire_the_lease_renewal_alert() {
+    let total = 2;
+    let world = world(total).await;
+    let redis = world
+        .url
+        .trim_start_matches("redis://")
+        .trim_end_matches("/0")
+        .to_owned();
+    let far = slow_path(&redis, Duration::from_millis(600)).await;
+    let slow = join_at(&world, "far", total, &far, Duration::from_secs(10)).await;
+    let near = join(&world, "near", total).await;
+    until("a renewal over the slow path", || {
+        renew_us(&slow) > 500_000.0
+    })
+    .await;
+    until("a renewal nearby", || renew_us(&near) > 0.0).await;
+    let (slow_us, near_us) = (renew_us(&slow), renew_us(&near));
+    assert!(near_us < 500_000.0, "{near_us}");
+
+    // What each node reported, held for ten minutes.
+    let rules =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/prometheus/alerts.yml");
+    let series = |instance: &str, value: f64| {
+        format!(
+            "      - series: 'shardkeeper_cluster_lease_renew_microseconds{{job=\"shardkeeper\", instance=\"{instance}\"}}'\n        values: '{value}x10'\n"
+        )
+    };
+    let test = format!(
+        r#"rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+{far}{near}    alert_rule_test:
+      - eval_time: 3m
+        alertname: ShardkeeperClusterLeaseRenewalSlow
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: ShardkeeperClusterLeaseRenewalSlow
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              job: shardkeeper
+              instance: far
+            exp_annotations:
+              summary: "Lease renewals of far take over 0.5 s"
+              description: "The last lease renewal round trips of far have been above 500 ms for 5 minutes; a node stops its shards when a renewal is 0.9 x lease_ms overdue."
+              runbook_url: "docs/operations.md#shardkeeperclusterleaserenewalslow"
+"#,
+        rules = rules.display(),
+        far = series("far", slow_us),
+        near = series("near", near_us),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("renewal.promtool.yml");
+    std::fs::write(&file, test).expect("test file");
+    let output = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool is installed (./scripts/test installs Debian's prometheus)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        slow.counters().fenced_writes.load(Ordering::Relaxed),
+        0,
+        "slow, not fenced"
+    );
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_spec;
+mod alerts;
 mod cluster;
 mod commands;
 mod dashboard;

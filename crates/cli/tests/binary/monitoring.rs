@@ -14,10 +14,11 @@
 //! window, every gauge keeps its last value, and an age (`*_lag_seconds`) that grew
 //! with the clock keeps growing with it.
 //!
-//! Two alerts are not driven here: `ShardkeeperShardCrashes` (no input from outside
-//! makes a shard actor panic; `crates/cluster/tests/actors.rs` crashes one through a
-//! test hook and checks the counter the rule reads) and
-//! `ShardkeeperClusterLeaseRenewalSlow` (Redis round trips over 500 ms for minutes).
+//! Two alerts are driven elsewhere, where their condition can be caused:
+//! `ShardkeeperShardCrashes` in `tests/tests/e2e/alerts.rs` (no input from outside makes
+//! a shard actor panic; the cluster's test hook does) and
+//! `ShardkeeperClusterLeaseRenewalSlow` in `crates/redis/tests/node.rs` (a node whose
+//! Redis answers 600 ms late).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
