@@ -102,6 +102,10 @@ impl From<ClusterError> for ApiError {
                 retry_after,
             },
             ClusterError::Timeout(_) => Self::Timeout(err.to_string()),
+            ClusterError::JobRunning(ref id) => Self::Conflict {
+                message: err.to_string(),
+                details: json!({"job": id}),
+            },
             ClusterError::Budget {
                 cost,
                 remaining,

@@ -39,6 +39,9 @@ pub enum ClusterError {
     /// or it is being handed over); try again.
     #[error("shard {0} is restarting; try again")]
     Unavailable(u32),
+    /// A job of this kind is already running on this node.
+    #[error("job {0} is already running; cancel it or wait for it to end")]
+    JobRunning(String),
     /// A member request failed.
     #[error(transparent)]
     Members(#[from] MembersError),

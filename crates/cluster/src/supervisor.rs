@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use shardkeeper_session::{ResumeInfo, SessionStats};
@@ -127,10 +128,15 @@ impl Supervisor {
     /// is tried again a few times first: identifying instead would drop the events
     /// Discord still holds for the session, and spend a session start.
     fn load(&self, id: u32) -> Option<ResumeInfo> {
+        self.load_within(id, self.setup.session_max_age)
+    }
+
+    /// Like [`load`](Self::load), for a session updated within `max_age`.
+    fn load_within(&self, id: u32, max_age: Duration) -> Option<ResumeInfo> {
         let ledger = &self.shared.ledger;
         let mut attempt = 0;
         loop {
-            match ledger.delivered_shard(id, self.shared.total, self.setup.session_max_age) {
+            match ledger.delivered_shard(id, self.shared.total, max_age) {
                 Ok(resume) => return resume,
                 Err(err) if attempt < LOAD_ATTEMPTS => {
                     attempt += 1;
@@ -265,7 +271,8 @@ impl Handler<ShardGone> for Supervisor {
             "shard actor crashed; restarting it with its session"
         );
         // From what the sinks took: what it had received but not delivered is replayed.
-        let delivered = self.load(id);
+        // The session was live until the crash, however long ago its last event came.
+        let delivered = self.load_within(id, Duration::MAX);
         status.lock().resume = delivered;
         self.run(id, status, 1);
     }

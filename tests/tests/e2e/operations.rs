@@ -45,7 +45,14 @@ async fn a_rolling_restart_of_64_shards_runs_to_completion_as_a_job() {
     let env = Env::start(sim_config(64, 16)).await;
     env.all_ready(Duration::from_secs(20)).await;
     let (server, api) = Api::start(&env);
+    // An operator stopped shard 5: the rolling restart leaves it stopped.
+    let (status, _) = api.post("/api/v1/shards/5/stop", None).await;
+    assert_eq!(status, 202);
+    env.shard_state(5, StateKind::Stopped, Duration::from_secs(5))
+        .await;
     let location = start_job(&api).await;
+    let (status, body) = api.post("/api/v1/shards/restart", None).await;
+    assert_eq!(status, 409, "one rolling restart at a time: {body}");
     let running = follow(&api, &location, |job| {
         job["state"] == "running" && job["done"] != 0
     })
@@ -63,10 +70,20 @@ async fn a_rolling_restart_of_64_shards_runs_to_completion_as_a_job() {
         ended["current"].is_null() && ended["finished_at_ms"].is_u64(),
         "{ended}"
     );
-    env.all_ready(Duration::from_secs(5)).await;
+    let shards = env.cluster.shards();
     assert!(
-        env.cluster.shards().iter().all(|s| s.resumes == 1),
-        "every shard resumed once"
+        shards
+            .iter()
+            .filter(|s| s.id != 5)
+            .all(|s| s.resumes == 1 && s.state == StateKind::Ready),
+        "every other shard resumed once"
+    );
+    assert_eq!(
+        shards
+            .iter()
+            .find(|s| s.id == 5)
+            .map(|s| (s.state, s.resumes)),
+        Some((StateKind::Stopped, 0))
     );
     assert_eq!(env.sim.stats().identifies, 64, "no shard identified again");
     let (_, jobs) = api.get("/api/v1/jobs").await;

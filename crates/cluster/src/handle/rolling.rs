@@ -22,8 +22,17 @@ impl ClusterHandle {
     /// node's) as a job: a step of one shard per identify bucket at a time, each Ready
     /// again on a new connection before the next step. Unless `force`, a fresh one is
     /// refused with [`ClusterError::Budget`] when the session-start budget cannot
-    /// afford every shard.
+    /// afford every shard (and a later fresh step the budget no longer affords ends the
+    /// job). One rolling restart runs at a time: another is refused with
+    /// [`ClusterError::JobRunning`]. Shards an operator stopped are left stopped.
     pub fn start_rolling_restart(&self, fresh: bool, force: bool) -> Result<Job, ClusterError> {
+        if let Some(running) = self
+            .jobs()
+            .into_iter()
+            .find(|job| job.state == JobState::Running)
+        {
+            return Err(ClusterError::JobRunning(running.id));
+        }
         let targets: Vec<u32> = if self.peers().is_some() {
             (0..self.total()).collect()
         } else {
@@ -38,9 +47,8 @@ impl ClusterHandle {
         Ok(rolling_restart(
             self,
             self.jobs_table(),
-            targets,
-            width,
-            fresh,
+            steps(&targets, width),
+            Plan { fresh, force },
         ))
     }
 
@@ -78,30 +86,76 @@ impl ClusterHandle {
     }
 }
 
-/// Starts a rolling restart of `targets` in steps of `width` shards.
+/// How a rolling restart restarts.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Drop each session and IDENTIFY.
+    fresh: bool,
+    /// Even if the budget cannot afford it.
+    force: bool,
+}
+
+/// `targets` in steps of at most one shard per identify bucket (`id % width`): the
+/// k-th step takes the k-th shard of every bucket.
+fn steps(targets: &[u32], width: usize) -> Vec<Vec<u32>> {
+    let width = u32::try_from(width.max(1)).unwrap_or(u32::MAX);
+    let mut buckets: std::collections::BTreeMap<u32, Vec<u32>> = std::collections::BTreeMap::new();
+    for &shard in targets {
+        buckets.entry(shard % width).or_default().push(shard);
+    }
+    let mut steps: Vec<Vec<u32>> = Vec::new();
+    for shards in buckets.into_values() {
+        for (k, shard) in shards.into_iter().enumerate() {
+            if steps.len() <= k {
+                steps.push(Vec::new());
+            }
+            steps[k].push(shard);
+        }
+    }
+    for step in &mut steps {
+        step.sort_unstable();
+    }
+    steps
+}
+
+/// Starts a rolling restart that takes `steps` one after another.
 fn rolling_restart(
     handle: &ClusterHandle,
     jobs: &Arc<Jobs>,
-    targets: Vec<u32>,
-    width: usize,
-    fresh: bool,
+    steps: Vec<Vec<u32>>,
+    plan: Plan,
 ) -> Job {
-    let total = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-    let (job, cancel) = jobs.open(JobKind::RollingRestart { fresh }, total);
+    let total = u32::try_from(steps.iter().map(Vec::len).sum::<usize>()).unwrap_or(u32::MAX);
+    let (job, cancel) = jobs.open(JobKind::RollingRestart { fresh: plan.fresh }, total);
     let id = job.id.clone();
     let handle = handle.clone();
     let jobs = Arc::clone(jobs);
     actix::spawn(async move {
         let mut cancelled = false;
-        for step in targets.chunks(width.max(1)) {
+        for step in &steps {
             if cancel.load(Ordering::SeqCst) {
                 cancelled = true;
                 break;
             }
-            jobs.update(&id, |job| job.current = step.to_vec());
-            let errors = restart_step(&handle, step, fresh, &cancel).await;
+            let cost = u32::try_from(step.len()).unwrap_or(u32::MAX);
+            if plan.fresh
+                && !plan.force
+                && let Err(err) = handle.check_budget(cost)
+            {
+                // Spent meanwhile by other IDENTIFYs: no session is dropped that
+                // could not start again.
+                jobs.update(&id, |job| {
+                    job.errors.extend(step.iter().map(|&shard| JobError {
+                        shard,
+                        error: err.to_string(),
+                    }));
+                });
+                break;
+            }
+            jobs.update(&id, |job| job.current.clone_from(step));
+            let errors = restart_step(&handle, step, plan.fresh, &cancel).await;
             jobs.update(&id, |job| {
-                job.done += u32::try_from(step.len()).unwrap_or(u32::MAX);
+                job.done += cost;
                 job.errors.extend(errors);
             });
         }
@@ -138,8 +192,16 @@ async fn restart_step(
     let mut errors = Vec::new();
     let mut waiting = Vec::new();
     for &shard in step {
-        let before = handle.locate(shard).await.map_or(0, |s| sessions_begun(&s));
-        // The budget of the whole job was checked when it started.
+        let found = handle.locate(shard).await;
+        if found
+            .as_ref()
+            .is_some_and(|s| s.state == StateKind::Stopped)
+        {
+            // An operator stopped it: it stays stopped.
+            continue;
+        }
+        let before = found.map_or(0, |s| sessions_begun(&s));
+        // The budget was checked for the step before it started.
         let action = ShardAction::Restart { fresh, force: true };
         match handle.act(shard, action).await {
             Ok(()) => waiting.push((shard, before)),
@@ -177,4 +239,25 @@ async fn restart_step(
 /// reached Ready or Resumed.
 fn sessions_begun(snapshot: &ShardSnapshot) -> u64 {
     snapshot.identifies + snapshot.resumes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steps;
+
+    #[test]
+    fn each_step_takes_at_most_one_shard_of_every_bucket() {
+        assert_eq!(
+            steps(&[0, 1, 2, 3, 4, 5, 6], 4),
+            [vec![0, 1, 2, 3], vec![4, 5, 6]]
+        );
+        // Every 4th shard of a bot with 4 buckets: one bucket, one shard per step.
+        assert_eq!(steps(&[0, 4, 8], 4), [vec![0], vec![4], vec![8]]);
+        assert_eq!(
+            steps(&[3, 5], 0),
+            [vec![3], vec![5]],
+            "no bucket count: one by one"
+        );
+        assert!(steps(&[], 16).is_empty());
+    }
 }

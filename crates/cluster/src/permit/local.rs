@@ -48,13 +48,13 @@ struct Used {
 #[rtype(result = "()")]
 struct Halt;
 
-/// Fresh `session_start_limit` figures.
+/// Fresh `session_start_limit` figures (`None`: the request failed), with the grants
+/// counter as of the request.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct BudgetRefreshed {
-    total: u32,
-    remaining: u32,
-    reset_after: Duration,
+    figures: Option<(u32, u32, Duration)>,
+    granted_before: u64,
 }
 
 /// Shared view of the coordinator's state.
@@ -242,15 +242,26 @@ impl IdentifyCoordinator {
         self.last_refresh = now;
         let rest = self.rest.clone();
         let addr = ctx.address();
+        let granted_before = self.granted;
         actix::spawn(async move {
-            match rest.gateway_bot().await {
-                Ok(bot) => addr.do_send(BudgetRefreshed {
-                    total: bot.session_start_limit.total,
-                    remaining: bot.session_start_limit.remaining,
-                    reset_after: Duration::from_millis(bot.session_start_limit.reset_after),
-                }),
-                Err(err) => tracing::warn!(%err, "cannot refresh the session start budget"),
-            }
+            let figures = match rest.gateway_bot().await {
+                Ok(bot) => {
+                    let limit = bot.session_start_limit;
+                    Some((
+                        limit.total,
+                        limit.remaining,
+                        Duration::from_millis(limit.reset_after),
+                    ))
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot refresh the session start budget");
+                    None
+                }
+            };
+            addr.do_send(BudgetRefreshed {
+                figures,
+                granted_before,
+            });
         });
     }
 
@@ -353,13 +364,20 @@ impl Handler<BudgetRefreshed> for IdentifyCoordinator {
 
     fn handle(&mut self, msg: BudgetRefreshed, ctx: &mut Self::Context) {
         self.refreshing = false;
-        tracing::info!(
-            total = msg.total,
-            remaining = msg.remaining,
-            "session start budget refreshed"
-        );
+        let Some((total, remaining, reset_after)) = msg.figures else {
+            return;
+        };
+        // Grants made while the request was out may be missing from Discord's figure:
+        // charged again (one Discord had counted reads as spent twice: low, never high).
+        let during =
+            u32::try_from(self.granted.saturating_sub(msg.granted_before)).unwrap_or(u32::MAX);
+        let remaining = remaining.saturating_sub(during);
+        tracing::info!(total, remaining, "session start budget refreshed");
+        // A reset announced as (nearly) now is looked at again in a minute, not at once:
+        // no refresh loop, whatever `reset_after` says.
+        let reset_after = reset_after.max(REFRESH_EVERY);
         self.schedule
-            .set_budget(msg.total, msg.remaining, msg.reset_after, clock::now());
+            .set_budget(total, remaining, reset_after, clock::now());
         self.pump(ctx);
     }
 }

@@ -158,6 +158,18 @@ where
     Box::pin(addr.send(inbound))
 }
 
+/// Reports a frame written when dropped: after its send began, whether it ended or
+/// the connection task was aborted meanwhile.
+struct Written(Option<OnWritten>);
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if let Some(on_written) = self.0.take() {
+            on_written();
+        }
+    }
+}
+
 /// Writes queued frames in order until the channel closes; true once a close frame is
 /// written, false if writing failed.
 async fn write_frames(
@@ -166,12 +178,13 @@ async fn write_frames(
 ) -> bool {
     while let Some((message, on_written)) = rx.next().await {
         let closing = matches!(message, Message::Close(_));
+        // From here on the frame counts as written, even if the task is aborted before
+        // the send returns: part of it may have reached the peer.
+        let written = Written(on_written);
         // Boxed for the same reason as the actor request in `hand_over`: frames go out
         // now and then, the task cell is there all the time.
         let sent = Box::pin(sink.send(message)).await;
-        if let Some(on_written) = on_written {
-            on_written();
-        }
+        drop(written);
         if sent.is_err() {
             return false;
         }
