@@ -14,7 +14,9 @@ use shardkeeper_session::{ResumeInfo, ScheduleSnapshot};
 
 use crate::store::{Change, ScheduleStore, SessionBatch, SessionLedger, SessionStore};
 
-fn info(session: &str, seq: u64) -> ResumeInfo {
+/// A session to store in a test: `session` at `seq`, with a fixed resume URL.
+#[must_use]
+pub fn info(session: &str, seq: u64) -> ResumeInfo {
     ResumeInfo {
         session_id: session.into(),
         resume_url: "wss://resume.example/".into(),
@@ -22,7 +24,8 @@ fn info(session: &str, seq: u64) -> ResumeInfo {
     }
 }
 
-fn flush(ledger: &SessionLedger) {
+/// Flushes `ledger` with no sink to wait for; panics if the write fails.
+pub fn flush(ledger: &SessionLedger) {
     ledger.flush(&mut || {}).expect("flush");
 }
 

@@ -155,11 +155,12 @@ impl EventSink for FlushGate {
     }
 }
 
-#[actix::test]
-async fn a_crashed_shard_actor_is_restarted_and_resumes_without_touching_the_others() {
+/// A simulator of `shards` shards (one per bucket) sending `events_per_sec` to each,
+/// and a cluster whose one sink records every event.
+async fn recorded(shards: u32, events_per_sec: f64) -> (SimHandle, Arc<Recorder>, ClusterHandle) {
     let sim = Sim::start(SimConfig {
-        events_per_sec: 20.0,
-        ..sim_config(3, 3)
+        events_per_sec,
+        ..sim_config(shards, shards)
     })
     .await
     .expect("sim");
@@ -169,6 +170,17 @@ async fn a_crashed_shard_actor_is_restarted_and_resumes_without_touching_the_oth
         .start()
         .await
         .expect("cluster");
+    (sim, sink, cluster)
+}
+
+/// Whether `seqs` rise one by one: no gap, no repeat.
+fn consecutive(seqs: &[u64]) -> bool {
+    seqs.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[actix::test]
+async fn a_crashed_shard_actor_is_restarted_and_resumes_without_touching_the_others() {
+    let (sim, sink, cluster) = recorded(3, 20.0).await;
     until(&cluster, &sim, "three shards ready", || {
         ready(&cluster, &[0, 1, 2])
     })
@@ -227,7 +239,7 @@ async fn a_crashed_shard_actor_is_restarted_and_resumes_without_touching_the_oth
     let seen = sink.seen();
     for (shard, seqs) in &seen {
         assert!(
-            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            consecutive(seqs),
             "shard {shard}: gaps or repeats in {seqs:?}"
         );
     }
@@ -243,18 +255,7 @@ async fn a_crashed_shard_actor_is_restarted_and_resumes_without_touching_the_oth
 
 #[actix::test]
 async fn a_shard_crashing_behind_a_full_sink_resumes_from_what_the_sink_took() {
-    let sim = Sim::start(SimConfig {
-        events_per_sec: 50.0,
-        ..sim_config(1, 1)
-    })
-    .await
-    .expect("sim");
-    let sink = Arc::new(Recorder::default());
-    let cluster = builder(&sim, cluster_config(&sim))
-        .sink(Arc::clone(&sink) as Arc<dyn EventSink>)
-        .start()
-        .await
-        .expect("cluster");
+    let (sim, sink, cluster) = recorded(1, 50.0).await;
     until(&cluster, &sim, "events flowing", || {
         sink.seen().get(&0).is_some_and(|s| s.len() >= 5)
     })
@@ -287,7 +288,7 @@ async fn a_shard_crashing_behind_a_full_sink_resumes_from_what_the_sink_took() {
     .await;
     let seqs = &sink.seen()[&0];
     assert!(
-        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        consecutive(seqs),
         "what the full sink had not taken was replayed, once: {seqs:?}"
     );
     assert_eq!(sim.stats().identifies, 1, "resumed, not identified");

@@ -6,23 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardkeeper_cluster::contract;
+use shardkeeper_cluster::contract::{flush, info};
 use shardkeeper_cluster::{
     AuditLog, MemoryAudit, MemoryStore, ScheduleStore, SessionBatch, SessionLedger, SessionStore,
     SledStore, StoreError,
 };
-use shardkeeper_session::ResumeInfo;
-
-fn info(session: &str, seq: u64) -> ResumeInfo {
-    ResumeInfo {
-        session_id: session.into(),
-        resume_url: "wss://resume.example/".into(),
-        seq,
-    }
-}
-
-fn flush(ledger: &SessionLedger) {
-    ledger.flush(&mut || {}).expect("flush");
-}
 
 /// A store whose writes fail until told otherwise.
 #[derive(Default)]

@@ -122,6 +122,21 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// One node, supervised, once it runs every shard; with its set.
+async fn alone(
+    world: &World,
+    id: &str,
+    total: u32,
+) -> (Node, tokio::sync::watch::Receiver<ShardSet>) {
+    let node = join(world, id, total).await;
+    let set = supervise(&node);
+    until(&format!("{id} runs every shard"), || {
+        set.borrow().len() == total as usize
+    })
+    .await;
+    (node, set)
+}
+
 /// Two nodes, each running a share; returns their sets.
 async fn pair(
     world: &World,
@@ -132,12 +147,7 @@ async fn pair(
     Node,
     tokio::sync::watch::Receiver<ShardSet>,
 ) {
-    let a = join(world, "a", total).await;
-    let a_set = supervise(&a);
-    until("a runs every shard", || {
-        a_set.borrow().len() == total as usize
-    })
-    .await;
+    let (a, a_set) = alone(world, "a", total).await;
     let b = join(world, "b", total).await;
     let b_set = supervise(&b);
     until("both run a share, every shard once", || {
@@ -256,12 +266,7 @@ async fn grants_of_one_bucket_are_spaced_across_nodes_and_stop_without_redis() {
 async fn the_fenced_store_keeps_the_session_store_contract() {
     let total = 16;
     let world = world(total).await;
-    let a = join(&world, "a", total).await;
-    let a_set = supervise(&a);
-    until("a runs every shard", || {
-        a_set.borrow().len() == total as usize
-    })
-    .await;
+    let (a, _set) = alone(&world, "a", total).await;
     let store = a.store();
     tokio::task::spawn_blocking(move || shardkeeper_cluster::contract::session_store(&store))
         .await
@@ -273,12 +278,7 @@ async fn the_fenced_store_keeps_the_session_store_contract() {
 async fn the_node_placement_keeps_the_placement_contract() {
     let total = 8;
     let world = world(total).await;
-    let a = join(&world, "a", total).await;
-    let a_set = supervise(&a);
-    until("a runs every shard", || {
-        a_set.borrow().len() == total as usize
-    })
-    .await;
+    let (a, _set) = alone(&world, "a", total).await;
     let joined = std::sync::Mutex::new(None);
     shardkeeper_cluster::contract::placement(a.placement().as_ref(), || async {
         let b = join(&world, "b", total).await;
@@ -294,12 +294,7 @@ async fn the_shared_schedule_keeps_the_permit_contract() {
         |buckets, remaining| async move {
             let total = 8;
             let world = world_of(total, buckets, remaining).await;
-            let node = join(&world, "a", total).await;
-            let set = supervise(&node);
-            until("the node runs every shard", || {
-                set.borrow().len() == total as usize
-            })
-            .await;
+            let (node, set) = alone(&world, "a", total).await;
             let source = node.permits();
             (
                 source,
