@@ -259,11 +259,7 @@ pub(crate) async fn restart_all(
         .map_or_else(|_| "all".to_owned(), |job| format!("all (job {})", job.id));
     who.record(&state, action, &target, &result);
     let job = result?;
-    let shards = if state.cluster.peers().is_some() {
-        (0..state.cluster.total()).collect()
-    } else {
-        state.cluster.ids()
-    };
+    let shards = state.cluster.every_shard();
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/jobs/{}", job.id)))
         .json(JobStarted {

@@ -1,6 +1,7 @@
 //! The handle's jobs: a rolling restart run step by step in the background (see
 //! `jobs.rs` for what a job reports).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -33,11 +34,7 @@ impl ClusterHandle {
         {
             return Err(ClusterError::JobRunning(running.id));
         }
-        let targets: Vec<u32> = if self.peers().is_some() {
-            (0..self.total()).collect()
-        } else {
-            self.ids()
-        };
+        let targets = self.every_shard();
         if fresh && !force {
             self.check_budget(u32::try_from(targets.len()).unwrap_or(u32::MAX))?;
         }
@@ -71,18 +68,34 @@ impl ClusterHandle {
         self.jobs_table().cancel(id)
     }
 
-    /// One shard as this process runs it now, else as its owner last published it.
-    pub(crate) async fn locate(&self, id: u32) -> Option<ShardSnapshot> {
-        if let Some(here) = self.shard(id) {
-            return Some(here);
+    /// Every shard a rolling restart takes: the bot's in cluster mode, this process's
+    /// alone.
+    #[must_use]
+    pub fn every_shard(&self) -> Vec<u32> {
+        if self.peers().is_some() {
+            (0..self.total()).collect()
+        } else {
+            self.ids()
         }
-        self.peers()?;
-        self.placed_shards()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|p| p.snapshot.id == id)
-            .map(|p| p.snapshot)
+    }
+
+    /// The shards of `ids` as this process runs them now, else as their owners last
+    /// published them (one read of the cluster's view for all that run elsewhere).
+    async fn locate(&self, ids: &[u32]) -> HashMap<u32, ShardSnapshot> {
+        let mut found: HashMap<u32, ShardSnapshot> = ids
+            .iter()
+            .filter_map(|&id| Some((id, self.shard(id)?)))
+            .collect();
+        if found.len() < ids.len() && self.peers().is_some() {
+            let placed = self.placed_shards().await.unwrap_or_default();
+            for shard in placed {
+                let id = shard.snapshot.id;
+                if ids.contains(&id) {
+                    found.entry(id).or_insert(shard.snapshot);
+                }
+            }
+        }
+        found
     }
 }
 
@@ -99,7 +112,7 @@ struct Plan {
 /// k-th step takes the k-th shard of every bucket.
 fn steps(targets: &[u32], width: usize) -> Vec<Vec<u32>> {
     let width = u32::try_from(width.max(1)).unwrap_or(u32::MAX);
-    let mut buckets: std::collections::BTreeMap<u32, Vec<u32>> = std::collections::BTreeMap::new();
+    let mut buckets: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for &shard in targets {
         buckets.entry(shard % width).or_default().push(shard);
     }
@@ -191,16 +204,14 @@ async fn restart_step(
 ) -> Vec<JobError> {
     let mut errors = Vec::new();
     let mut waiting = Vec::new();
+    let found = handle.locate(step).await;
     for &shard in step {
-        let found = handle.locate(shard).await;
-        if found
-            .as_ref()
-            .is_some_and(|s| s.state == StateKind::Stopped)
-        {
+        let found = found.get(&shard);
+        if found.is_some_and(|s| s.state == StateKind::Stopped) {
             // An operator stopped it: it stays stopped.
             continue;
         }
-        let before = found.map_or(0, |s| sessions_begun(&s));
+        let before = found.map_or(0, sessions_begun);
         // The budget was checked for the step before it started.
         let action = ShardAction::Restart { fresh, force: true };
         match handle.act(shard, action).await {
@@ -214,17 +225,12 @@ async fn restart_step(
     let deadline = clock::now() + STEP_TIMEOUT;
     while !waiting.is_empty() && clock::now() < deadline && !cancel.load(Ordering::SeqCst) {
         tokio::time::sleep(POLL).await;
-        let mut still = Vec::with_capacity(waiting.len());
-        for (shard, before) in waiting {
-            let back = handle
-                .locate(shard)
-                .await
-                .is_some_and(|s| s.state == StateKind::Ready && sessions_begun(&s) > before);
-            if !back {
-                still.push((shard, before));
-            }
-        }
-        waiting = still;
+        let ids: Vec<u32> = waiting.iter().map(|&(shard, _)| shard).collect();
+        let now = handle.locate(&ids).await;
+        waiting.retain(|(shard, before)| {
+            !now.get(shard)
+                .is_some_and(|s| s.state == StateKind::Ready && sessions_begun(s) > *before)
+        });
     }
     if !cancel.load(Ordering::SeqCst) {
         errors.extend(waiting.into_iter().map(|(shard, _)| JobError {
