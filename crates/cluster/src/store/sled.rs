@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use shardkeeper_session::ScheduleSnapshot;
@@ -27,6 +28,8 @@ pub struct SledStore {
     sessions: sled::Tree,
     meta: sled::Tree,
     audit: sled::Tree,
+    /// Entries in `audit` (counted once at open: sled's `len` walks the tree).
+    audit_len: AtomicUsize,
 }
 
 impl SledStore {
@@ -56,6 +59,7 @@ impl SledStore {
             db: opened,
             sessions,
             meta,
+            audit_len: AtomicUsize::new(audit.len()),
             audit,
         })
     }
@@ -210,12 +214,11 @@ impl SledStore {
         self.audit
             .insert(id.to_be_bytes(), value)
             .map_err(|err| backend(&err))?;
-        // Ids only rise: the first key past the newest AUDIT_KEPT is the oldest to drop.
-        if let Some(Ok((cut, _))) = self.audit.iter().rev().nth(AUDIT_KEPT) {
-            for old in self.audit.range(..=cut).keys() {
-                let old = old.map_err(|err| backend(&err))?;
-                self.audit.remove(old).map_err(|err| backend(&err))?;
-            }
+        // Ids only rise: past AUDIT_KEPT entries, the smallest key is the oldest.
+        if self.audit_len.fetch_add(1, Ordering::AcqRel) >= AUDIT_KEPT
+            && self.audit.pop_min().map_err(|err| backend(&err))?.is_some()
+        {
+            self.audit_len.fetch_sub(1, Ordering::AcqRel);
         }
         self.audit.flush().map_err(|err| backend(&err))?;
         Ok(())
