@@ -35,6 +35,10 @@ pub(crate) struct BenchArgs {
     /// PATH-zlib-stream and PATH-zstd-stream are its three builds.
     #[arg(long, value_name = "PATH", default_value = compare::DEFAULT_READER)]
     twilight: PathBuf,
+    /// Dispatches per second and shard the simulator sends in `bench compare` (16 shards);
+    /// 0 sends as fast as each contestant reads.
+    #[arg(long, value_name = "EVENTS", default_value_t = compare::DEFAULT_RATE)]
+    rate: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,6 +66,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
             rounds: if full { 5 } else { 3 },
             seconds: if full { 10 } else { 4 },
             reader: args.twilight.clone(),
+            rate: args.rate,
         };
         let mut results = Map::new();
         results.insert("compare".into(), compare::compare(&sizes)?);

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -115,6 +116,12 @@ pub(crate) struct Shard {
     epoch: u64,
     link: Option<Link>,
     connecting: Option<SpawnHandle>,
+    /// The reading of the current connection, polled in this actor.
+    reading: Option<SpawnHandle>,
+    /// The reading, waiting for a full sink to take the backlog.
+    paused: Option<Waker>,
+    /// The retries that deliver the backlog.
+    draining: Option<SpawnHandle>,
     timer: Option<(Instant, SpawnHandle)>,
     /// The permit being waited for.
     permit: Option<SpawnHandle>,
@@ -158,6 +165,9 @@ impl Shard {
             epoch: 0,
             link: None,
             connecting: None,
+            reading: None,
+            paused: None,
+            draining: None,
             timer: None,
             permit: None,
             members: MemberRequests::default(),
@@ -196,18 +206,7 @@ impl Shard {
         }
         self.publish();
         self.rearm(ctx);
-    }
-
-    /// Counts a dispatch towards the metrics at the end of the batch.
-    fn count(&mut self, t: &EventName) {
-        match &mut self.counted {
-            Some((name, n)) if name == t => *n += 1,
-            counted => {
-                if let Some((name, n)) = counted.replace((t.clone(), 1)) {
-                    self.shared.metrics.events(&name, n);
-                }
-            }
-        }
+        self.drain_later(ctx);
     }
 
     fn perform(&mut self, ctx: &mut Context<Self>, action: Action) {

@@ -15,7 +15,7 @@ use shardkeeper_protocol::{CloseCode, Envelope, OpCode};
 
 use crate::events::{self, MemberQuery};
 use crate::fault::Fault;
-use crate::rules::{self, Reject, SendWindow};
+use crate::rules::{self, Reject, SendWindow, bare_token};
 use crate::stats::ViolationKind;
 use crate::world::{IdentifyRefusal, ResumeOutcome, SharedSession, World, lock};
 
@@ -254,10 +254,13 @@ impl Conn {
                 "IDENTIFY sent to a resume URL".into(),
             );
         }
-        let session = match self
-            .world
-            .identify(now, self.id, shard, total, identify.token.expose())
-        {
+        let session = match self.world.identify(
+            now,
+            self.id,
+            shard,
+            total,
+            bare_token(identify.token.expose()),
+        ) {
             Ok(session) => session,
             Err(IdentifyRefusal::Window { detail }) => {
                 return self.reject(Reject {
@@ -365,7 +368,7 @@ impl Conn {
             now,
             self.id,
             &resume.session_id,
-            resume.token.expose(),
+            bare_token(resume.token.expose()),
             resume.seq,
         ) {
             ResumeOutcome::Resumed { session, replay } => {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use shardkeeper_protocol::payload::Identify;
-use shardkeeper_protocol::{Compression, Intents, MAX_OUTBOUND_BYTES, OpCode};
+use shardkeeper_protocol::{Compression, Intents, MAX_OUTBOUND_BYTES, OpCode, Token};
 
 use crate::SimConfig;
 use crate::stats::ViolationKind;
@@ -107,12 +107,18 @@ pub(crate) fn check_client_opcode(op: OpCode) -> Result<(), Reject> {
     }
 }
 
+/// The token as Discord reads it: a `Bot ` prefix in IDENTIFY or RESUME is accepted as
+/// well as the bare token (some libraries, twilight among them, always send it).
+pub(crate) fn bare_token(token: &str) -> &str {
+    token.strip_prefix("Bot ").unwrap_or(token)
+}
+
 /// Token, shard and intents of an IDENTIFY. Returns `(shard_id, num_shards)`.
 pub(crate) fn check_identify(
     identify: &Identify,
     config: &SimConfig,
 ) -> Result<(u32, u32), Reject> {
-    if !identify.token.matches(&config.token) {
+    if !Token::new(bare_token(&config.token)).matches(bare_token(identify.token.expose())) {
         return Err(Reject::close(
             ViolationKind::AuthenticationFailed,
             4004,
@@ -193,8 +199,42 @@ mod tests {
 
     use shardkeeper_protocol::{Compression, OpCode};
 
-    use super::{SEND_LIMIT, SendWindow, check_client_opcode, check_size, connect_params};
+    use super::{
+        SEND_LIMIT, SendWindow, check_client_opcode, check_identify, check_size, connect_params,
+    };
+    use crate::SimConfig;
     use crate::stats::ViolationKind;
+
+    #[test]
+    fn the_token_is_accepted_with_or_without_the_bot_prefix() {
+        let config = SimConfig::default();
+        let identify = |token: &str| {
+            serde_json::from_value(serde_json::json!({
+                "token": token, "intents": 513, "shard": [1, 2],
+                "properties": {"os": "linux", "browser": "x", "device": "x"},
+            }))
+            .expect("an IDENTIFY body")
+        };
+        for token in ["sim-token", "Bot sim-token"] {
+            assert_eq!(
+                check_identify(&identify(token), &config).map_err(|r| r.close),
+                Ok((1, 2)),
+                "{token}"
+            );
+        }
+        for token in [
+            "Bot  sim-token",
+            "bot sim-token",
+            "Bearer sim-token",
+            "Bot sim-tokens",
+        ] {
+            assert_eq!(
+                check_identify(&identify(token), &config).map_err(|r| r.close),
+                Err(Some(4004)),
+                "{token}"
+            );
+        }
+    }
 
     #[test]
     fn query_parameters() {

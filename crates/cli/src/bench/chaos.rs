@@ -88,6 +88,7 @@ pub(crate) fn soak(soak: &Soak) -> anyhow::Result<Value> {
         compression: Compression::ZlibStream,
         sinks: sinks.clone(),
         stdout: std::process::Stdio::null(),
+        admin_port: 0,
     };
     let started = Instant::now();
     let mut run = Shardkeeper::spawn(&sim, spec())?;

@@ -3,11 +3,11 @@
 //! never part of the product's or CI's build).
 //!
 //! One flood simulator serves every run. Per compression, each of `rounds` rounds runs
-//! `shardkeeper run` (a file sink, as in the throughput scenario), `twilight-reader --mode
-//! raw` and `--mode typed`, one at a time, each measured for `seconds` after all its shards
-//! are Ready and a one-second warm-up: dispatches counted by the contestant itself (lines
-//! in the event file; the reader's `events` lines), CPU and RSS from `/proc` of that child
-//! alone.
+//! `shardkeeper run` (a file sink on `/dev/null`), `twilight-reader --mode raw` and
+//! `--mode typed`, one at a time, each measured for `seconds` after all its shards are
+//! Ready and a one-second warm-up: dispatches counted by the contestant itself
+//! (shardkeeper's `shardkeeper_events_total`; the reader's `events` lines), CPU and RSS
+//! from `/proc` of that child alone.
 
 mod count;
 
@@ -22,14 +22,11 @@ use shardkeeper_cluster::LineSink;
 use shardkeeper_protocol::Compression;
 use shardkeeper_sim::SimConfig;
 
-use super::harness::{BenchSim, RunSpec, Scratch, Shardkeeper, wait_until};
+use shardkeeper_redis::server::free_port;
+
+use super::harness::{BenchSim, RunSpec, Scratch, Shardkeeper, TOKEN, wait_until};
 use super::scenarios::{FLOOD_SHARDS, flood_config, median};
 use count::{Counter, read_counts};
-
-/// twilight-gateway always sends IDENTIFY's token as `Bot <token>`, which Discord accepts
-/// as well as the bare token; the simulator compares tokens exactly, so every contestant
-/// here is given the prefixed form (shardkeeper sends its token as configured).
-const TOKEN: &str = "Bot bench-token";
 
 /// Where `bench/compare/build.sh` puts the reader, `-<compression>` appended.
 pub(crate) const DEFAULT_READER: &str = "bench/compare/target/release/twilight-reader";
@@ -40,10 +37,15 @@ const WARM_UP: Duration = Duration::from_secs(1);
 /// How long a contestant may take to have every shard Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The load of the comparison: 16 shards × 20,000 dispatches per second, 320,000 in all.
+pub(crate) const DEFAULT_RATE: u32 = 20_000;
+
 /// Sizes of a comparison.
 pub(crate) struct Compare {
     pub(crate) rounds: usize,
     pub(crate) seconds: u64,
+    /// Dispatches per second and shard; 0 floods.
+    pub(crate) rate: u32,
     /// The reader's path without its `-<compression>` suffix.
     pub(crate) reader: PathBuf,
 }
@@ -58,17 +60,20 @@ pub(crate) fn compare(sizes: &Compare) -> anyhow::Result<Value> {
     for compression in compressions {
         reader_binary(&sizes.reader, compression)?;
     }
-    let sim = BenchSim::start_with_token(
-        SimConfig {
-            // Every run identifies anew (shardkeeper gets a fresh store): 16 sessions per run.
-            session_start_total: 100_000,
-            session_start_remaining: 100_000,
-            // Sessions are never resumed here, and the simulator keeps every one it started.
-            replay_capacity: 256,
-            ..flood_config()
+    // The flood's rate is more than any contestant reads, so the socket buffers stay full.
+    let flood = flood_config();
+    let sim = BenchSim::start(SimConfig {
+        // Every run identifies anew (shardkeeper gets a fresh store): 16 sessions per run.
+        session_start_total: 100_000,
+        session_start_remaining: 100_000,
+        // Sessions are never resumed here, and the simulator keeps every one it started.
+        replay_capacity: 256,
+        events_per_sec: match sizes.rate {
+            0 => flood.events_per_sec,
+            rate => f64::from(rate),
         },
-        TOKEN,
-    )?;
+        ..flood
+    })?;
     println!(
         "| compression | contestant | events/s | CPU s per million events | RSS peak / at the end | runs (events/s, CPU s per million) |"
     );
@@ -89,6 +94,7 @@ pub(crate) fn compare(sizes: &Compare) -> anyhow::Result<Value> {
         "shards": FLOOD_SHARDS,
         "rounds": sizes.rounds.max(1),
         "seconds": sizes.seconds,
+        "events_per_sec_per_shard": sizes.rate,
         "violations": violations,
         "compressions": results,
     }))
@@ -107,7 +113,7 @@ impl Contestant {
 
     fn name(self) -> &'static str {
         match self {
-            Self::Shardkeeper => "shardkeeper run (file sink)",
+            Self::Shardkeeper => "shardkeeper run (file sink on /dev/null)",
             Self::TwilightRaw => "twilight-gateway, raw Message::Text",
             Self::TwilightTyped => "twilight-gateway, typed Event",
         }
@@ -157,19 +163,21 @@ impl Running {
     ) -> anyhow::Result<Self> {
         let dir = Scratch::new("compare")?;
         if who == Contestant::Shardkeeper {
-            let events = dir.join("events.ndjson");
-            std::fs::File::create(&events)?;
+            let admin_port = free_port()?;
             let spec = RunSpec {
                 dir: &dir,
                 window: Duration::from_millis(100),
                 compression,
-                sinks: format!(r#"["file:{}"]"#, events.display()),
+                // Every line is formatted and written, as to any file; the kernel then
+                // drops it, as twilight's reader drops what it counted.
+                sinks: r#"["file:/dev/null"]"#.to_owned(),
                 stdout: Stdio::null(),
+                admin_port,
             };
             let process = Shardkeeper::spawn(sim, spec)?;
             return Ok(Self {
                 process,
-                counter: Counter::File(events),
+                counter: Counter::metrics(format!("http://127.0.0.1:{admin_port}/metrics")),
                 dir,
             });
         }
@@ -265,8 +273,8 @@ fn run_once(
         READY_TIMEOUT,
         || sim.stats().open_connections == 0,
     )?;
-    let (events, failed) = counter.between(start, end)?;
-    drop(dir);
+    let (events, failed) = end.since(start);
+    drop((counter, dir));
     // A typed reader that rejects a message still read and half-parsed it.
     let handled = (events + failed).max(1) as f64;
     Ok(Run {

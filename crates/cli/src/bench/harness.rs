@@ -14,28 +14,20 @@ pub(crate) const TOKEN: &str = "bench-token";
 /// A simulator on its own runtime, so it does not compete with the bench's bookkeeping.
 pub(crate) struct BenchSim {
     pub(crate) handle: SimHandle,
-    /// The token the simulator accepts, which [`Shardkeeper::spawn`] passes on.
-    pub(crate) token: String,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl BenchSim {
     pub(crate) fn start(config: SimConfig) -> anyhow::Result<Self> {
-        Self::start_with_token(config, TOKEN)
-    }
-
-    /// With a token other than [`TOKEN`].
-    pub(crate) fn start_with_token(config: SimConfig, token: &str) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
         let handle = runtime.block_on(Sim::start(SimConfig {
-            token: token.into(),
+            token: TOKEN.into(),
             ..config
         }))?;
         Ok(Self {
             handle,
-            token: token.into(),
             _runtime: runtime,
         })
     }
@@ -60,6 +52,8 @@ pub(crate) struct RunSpec<'a> {
     pub(crate) compression: Compression,
     pub(crate) sinks: String,
     pub(crate) stdout: Stdio,
+    /// The admin API's port on 127.0.0.1; 0 lets the system choose.
+    pub(crate) admin_port: u16,
 }
 
 /// `shardkeeper run` against the simulator.
@@ -76,12 +70,15 @@ impl Shardkeeper {
         let child = Command::new(std::env::current_exe()?)
             .arg("run")
             .env("RUST_LOG", "warn")
-            .env("DISCORD_TOKEN", &sim.token)
+            .env("DISCORD_TOKEN", TOKEN)
             .env("SHARDKEEPER_ADMIN_TOKEN", "bench-admin")
             .env("SHARDKEEPER_DISCORD__API_BASE", sim.handle.api_base())
             .env("SHARDKEEPER_DISCORD__COMPRESSION", spec.compression.name())
             .env("SHARDKEEPER_STORE__PATH", spec.dir.join("store.sled"))
-            .env("SHARDKEEPER_ADMIN__BIND", "127.0.0.1:0")
+            .env(
+                "SHARDKEEPER_ADMIN__BIND",
+                format!("127.0.0.1:{}", spec.admin_port),
+            )
             .env(
                 "SHARDKEEPER_IDENTIFY__WINDOW_MS",
                 spec.window.as_millis().to_string(),

@@ -30,6 +30,7 @@ fn spec<'a>(
         compression,
         sinks: sinks.to_owned(),
         stdout: Stdio::null(),
+        admin_port: 0,
     }
 }
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use shardkeeper_protocol::EventName;
+
 use super::Shard;
 use crate::Event;
 
@@ -18,21 +20,39 @@ pub(super) enum Deferred {
     Forget,
 }
 
-/// Re-offers backlogged events every few milliseconds until every sink took them.
-pub(super) fn wait_for_sinks() -> ResponseActFuture<Shard, ()> {
-    Box::pin(
-        actix::fut::wrap_future::<_, Shard>(tokio::time::sleep(SINK_RETRY)).then(|(), act, _| {
+impl Shard {
+    /// Counts a dispatch towards the metrics at the end of the batch.
+    pub(super) fn count(&mut self, t: &EventName) {
+        match &mut self.counted {
+            Some((name, n)) if name == t => *n += 1,
+            counted => {
+                if let Some((name, n)) = counted.replace((t.clone(), 1)) {
+                    self.shared.metrics.events(&name, n);
+                }
+            }
+        }
+    }
+
+    /// Starts re-offering the backlog every few milliseconds, unless that is already
+    /// going on; once every sink took it, the paused reading goes on.
+    pub(super) fn drain_later(&mut self, ctx: &mut Context<Self>) {
+        if self.backlog.is_empty() || self.draining.is_some() {
+            return;
+        }
+        let retry = ctx.run_interval(SINK_RETRY, |act, ctx| {
             act.drain_backlog();
             if act.backlog.is_empty() {
-                Box::pin(actix::fut::ready(())) as ResponseActFuture<Shard, ()>
-            } else {
-                wait_for_sinks()
+                if let Some(handle) = act.draining.take() {
+                    ctx.cancel_future(handle);
+                }
+                if let Some(reading) = act.paused.take() {
+                    reading.wake();
+                }
             }
-        }),
-    )
-}
+        });
+        self.draining = Some(retry);
+    }
 
-impl Shard {
     /// Does `work` now if nothing waits before it, else queues it behind the backlog.
     /// The common case — every sink takes the event at once — allocates nothing.
     pub(super) fn in_order(&mut self, work: Deferred) {

@@ -1,18 +1,25 @@
 //! The shard's side of its connection: opening it, feeding what it reads to the
 //! session, closing it.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
+use actix::fut::ActorFuture;
 use actix::prelude::*;
+use futures_util::StreamExt as _;
 use shardkeeper_session::Input;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Shard;
-use super::delivery::wait_for_sinks;
 use crate::clock;
-use crate::transport::socket::{Inbound, Link, socket_config};
+use crate::transport::socket::{Frames, Link, socket_config};
 use crate::transport::upgrade;
+
+/// Most frames handled in one turn of the reading before the actor's other work (its
+/// mailbox, timers) gets a turn.
+const READ_BATCH: usize = 64;
 
 impl Shard {
     pub(super) fn connect(&mut self, ctx: &mut Context<Self>, url: String, resuming: bool) {
@@ -31,7 +38,15 @@ impl Shard {
             let now = clock::now();
             match result {
                 Ok(ws) => {
-                    act.link = Some(Link::spawn(ws, ctx.address(), act.epoch));
+                    let (link, frames) = Link::spawn(ws);
+                    act.link = Some(link);
+                    let epoch = act.epoch;
+                    let reading = Reading {
+                        frames,
+                        epoch,
+                        held: false,
+                    };
+                    act.reading = Some(ctx.spawn(reading));
                     act.session.handle(now, Input::Opened);
                 }
                 Err(err) => {
@@ -87,7 +102,10 @@ impl Shard {
     }
 
     pub(super) fn drop_link(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.connecting.take() {
+        for handle in [self.connecting.take(), self.reading.take()]
+            .into_iter()
+            .flatten()
+        {
             ctx.cancel_future(handle);
         }
         if let Some(link) = self.link.take() {
@@ -125,26 +143,64 @@ impl Shard {
     }
 }
 
-impl Handler<Inbound> for Shard {
-    type Result = ResponseActFuture<Self, ()>;
+/// The reading half of connection `epoch`, polled in the shard's own task: frames are
+/// handled as they are read, a batch of what is already buffered at a time, with one
+/// clock reading and one [`Shard::settle`] per batch. A batch that leaves a sink full
+/// holds the next until the backlog is delivered: reading stops, and TCP slows the
+/// gateway down. Timers keep running in the actor, so heartbeats are still sent; their
+/// ACKs wait unread behind the held batch, so a sink full for longer than a heartbeat
+/// interval ends in a zombie reconnect and a RESUME (nothing is lost). The first batch
+/// of a connection is never held, so a new connection reads its HELLO (and a resumed
+/// one its replay up to RESUMED) even behind a full sink.
+struct Reading {
+    frames: Frames,
+    epoch: u64,
+    held: bool,
+}
 
-    fn handle(&mut self, inbound: Inbound, ctx: &mut Self::Context) -> Self::Result {
-        // The frames of a batch were read together: one clock reading serves them all.
-        let now = clock::now();
-        if self.fenced_out(ctx, now) {
-            return Box::pin(actix::fut::ready(()));
+impl ActorFuture<Shard> for Reading {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Shard,
+        ctx: &mut Context<Shard>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        if this.held && !act.backlog.is_empty() {
+            act.paused = Some(task.waker().clone());
+            return Poll::Pending;
         }
-        for item in inbound.items {
-            // A frame can end the connection; the rest of the batch is then stale.
-            if inbound.epoch == self.epoch {
-                self.on_inbound(ctx, now, item);
+        this.held = false;
+        let mut now = None;
+        let mut handled = 0;
+        while act.epoch == this.epoch && handled < READ_BATCH {
+            let Poll::Ready(item) = this.frames.poll_next_unpin(task) else {
+                break;
+            };
+            // The frames of a batch were read together: one clock reading serves them.
+            let at = *now.get_or_insert_with(clock::now);
+            if act.fenced_out(ctx, at) {
+                return Poll::Ready(());
             }
+            act.on_inbound(ctx, at, item);
+            handled += 1;
         }
-        self.settle(ctx);
-        if self.backlog.is_empty() {
-            return Box::pin(actix::fut::ready(()));
+        if handled > 0 {
+            act.settle(ctx);
         }
-        // A sink is full: finish this frame only when the backlog is delivered.
-        wait_for_sinks()
+        if act.epoch != this.epoch {
+            // The connection ended, or a frame ended it.
+            return Poll::Ready(());
+        }
+        if handled > 0 && !act.backlog.is_empty() {
+            // Woken once the backlog is delivered.
+            this.held = true;
+            act.paused = Some(task.waker().clone());
+        } else if handled == READ_BATCH {
+            task.waker().wake_by_ref();
+        }
+        Poll::Pending
     }
 }

@@ -1,18 +1,21 @@
-//! How `bench compare` reads a contestant's count: the lines of shardkeeper's event file,
-//! or the `events N failed M` lines twilight-reader prints when asked on its stdin.
+//! How `bench compare` reads a contestant's count: the dispatches shardkeeper's
+//! `/metrics` says it delivered, or the `events N failed M` lines twilight-reader prints
+//! when asked on its stdin.
 
-use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{ChildStdin, ChildStdout};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
+/// How long a contestant may take to answer for its count.
+const ANSWER: Duration = Duration::from_secs(5);
+
 /// Where the contestant's count comes from.
 pub(super) enum Counter {
-    /// Lines of shardkeeper's event file, counted once the run is over.
-    File(PathBuf),
+    /// The sum of `shardkeeper_events_total` at this `/metrics` URL.
+    Metrics { agent: ureq::Agent, url: String },
     /// The reader answers every line on its stdin with `events N failed M`.
     Reader {
         stdin: ChildStdin,
@@ -20,41 +23,64 @@ pub(super) enum Counter {
     },
 }
 
-/// A count at one instant: the event file's length, or the reader's totals.
+/// Dispatches counted and messages rejected so far.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Mark {
-    Offset(u64),
-    Totals(u64, u64),
+pub(super) struct Mark {
+    pub(super) events: u64,
+    pub(super) failed: u64,
 }
 
 impl Counter {
+    pub(super) fn metrics(url: String) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(ANSWER))
+            .build()
+            .new_agent();
+        Self::Metrics { agent, url }
+    }
+
     pub(super) fn mark(&mut self) -> anyhow::Result<Mark> {
         match self {
-            Self::File(path) => Ok(Mark::Offset(std::fs::metadata(path)?.len())),
+            Self::Metrics { agent, url } => {
+                let text = agent
+                    .get(url.as_str())
+                    .call()
+                    .and_then(|mut r| r.body_mut().read_to_string())
+                    .with_context(|| format!("reading {url}"))?;
+                Ok(Mark {
+                    events: events_total(&text),
+                    failed: 0,
+                })
+            }
             Self::Reader { stdin, lines } => {
                 while lines.try_recv().is_ok() {}
                 stdin.write_all(b"\n")?;
                 stdin.flush()?;
                 let (events, failed) = lines
-                    .recv_timeout(Duration::from_secs(5))
+                    .recv_timeout(ANSWER)
                     .context("twilight-reader did not report its count")?;
-                Ok(Mark::Totals(events, failed))
+                Ok(Mark { events, failed })
             }
         }
     }
+}
 
-    /// Dispatches counted and messages rejected between two marks.
-    pub(super) fn between(&self, start: Mark, end: Mark) -> anyhow::Result<(u64, u64)> {
-        match (self, start, end) {
-            (Self::File(path), Mark::Offset(from), Mark::Offset(to)) => {
-                Ok((newlines_between(path, from, to)?, 0))
-            }
-            (Self::Reader { .. }, Mark::Totals(e0, f0), Mark::Totals(e1, f1)) => {
-                Ok((e1.saturating_sub(e0), f1.saturating_sub(f0)))
-            }
-            _ => anyhow::bail!("marks of different counters"),
-        }
+impl Mark {
+    /// Dispatches counted and messages rejected since `start`.
+    pub(super) fn since(self, start: Self) -> (u64, u64) {
+        (
+            self.events.saturating_sub(start.events),
+            self.failed.saturating_sub(start.failed),
+        )
     }
+}
+
+/// The sum of every `shardkeeper_events_total` series in a Prometheus text exposition.
+fn events_total(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("shardkeeper_events_total{"))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// A thread that forwards the reader's `events N failed M` lines.
@@ -76,39 +102,19 @@ pub(super) fn read_counts(stdout: ChildStdout) -> mpsc::Receiver<(u64, u64)> {
     rx
 }
 
-/// Newline bytes of `path` in `from..to`.
-#[allow(
-    clippy::naive_bytecount,
-    reason = "runs once per run of a benchmark, after the measured window"
-)]
-fn newlines_between(path: &Path, from: u64, to: u64) -> anyhow::Result<u64> {
-    let mut file = std::fs::File::open(path)?;
-    file.seek(SeekFrom::Start(from))?;
-    let mut rest = file.take(to.saturating_sub(from));
-    let (mut buf, mut count) = (vec![0u8; 1 << 20], 0);
-    loop {
-        let n = rest.read(&mut buf)?;
-        if n == 0 {
-            return Ok(count);
-        }
-        count += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
-
-    use super::newlines_between;
+    use super::events_total;
 
     #[test]
-    fn newlines_are_counted_between_two_offsets_only() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("events");
-        let mut file = std::fs::File::create(&path).expect("file");
-        file.write_all(b"a\nbb\nccc\ndddd\n").expect("write");
-        assert_eq!(newlines_between(&path, 0, 14).expect("reads"), 4);
-        assert_eq!(newlines_between(&path, 2, 9).expect("reads"), 2);
-        assert_eq!(newlines_between(&path, 9, 9).expect("reads"), 0);
+    fn every_event_series_is_summed_and_nothing_else() {
+        let text = "# HELP shardkeeper_events_total Dispatches.\n\
+                    # TYPE shardkeeper_events_total counter\n\
+                    shardkeeper_events_total{t=\"READY\"} 16\n\
+                    shardkeeper_events_total{t=\"MESSAGE_CREATE\"} 1234567\n\
+                    shardkeeper_events_total_created 1.7e9\n\
+                    shardkeeper_reconnects_total 3\n";
+        assert_eq!(events_total(text), 1_234_583);
+        assert_eq!(events_total(""), 0);
     }
 }
