@@ -120,10 +120,12 @@ impl<'a> Reader<'a> {
         Err(JsonError { at: self.pos, what })
     }
 
+    #[inline]
     pub(crate) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline]
     pub(crate) fn whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
@@ -131,6 +133,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Consumes `byte` or fails with `what`.
+    #[inline]
     pub(crate) fn expect(&mut self, byte: u8, what: &'static str) -> Result<(), JsonError> {
         if self.peek() == Some(byte) {
             self.pos += 1;
@@ -150,6 +153,7 @@ impl<'a> Reader<'a> {
 
     /// Checks a string starting at its opening quote; returns its contents (between the
     /// quotes) and whether it holds escapes.
+    #[inline]
     pub(crate) fn string(&mut self) -> Result<(&'a [u8], bool), JsonError> {
         self.expect(b'"', "expected a string")?;
         let start = self.pos;
@@ -176,6 +180,7 @@ impl<'a> Reader<'a> {
     /// names) end within eight bytes, so one word is looked at first; a longer run goes
     /// in 32-byte blocks (a branch-free test the compiler turns into vector compares),
     /// then by words again, then by bytes at the end of the document.
+    #[inline]
     fn skip_plain(&mut self) {
         match self.plain_word() {
             Some(true) => return,
@@ -201,6 +206,7 @@ impl<'a> Reader<'a> {
 
     /// Moves to the first byte of the next eight that stops a run (true), or past all
     /// eight (false); `None` when fewer than eight are left.
+    #[inline]
     fn plain_word(&mut self) -> Option<bool> {
         let chunk = self.bytes.get(self.pos..self.pos + 8)?;
         let mut word = [0u8; 8];
@@ -387,6 +393,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `"key" :` and the whitespace after it.
+    #[inline]
     fn member_key(&mut self) -> Result<(), JsonError> {
         self.string()?;
         self.whitespace();

@@ -25,6 +25,12 @@ const QUEUE: usize = 8_192;
 const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// How long the writer waits for more lines after writing a partial batch.
 const LINGER: Duration = Duration::from_micros(250);
+/// A pass that wrote at least this many events was busy traffic (at 50 events a
+/// second per shard a pass writes one or two)...
+const BUSY_PASS: usize = 64;
+/// ...after which the writer waits longer: each wake-up is a context switch, and under
+/// load a millisecond more of lines per write costs nothing a reader of the sink sees.
+const LINGER_BUSY: Duration = Duration::from_millis(1);
 /// A write of at least this many bytes is a full batch: the writer goes straight on.
 const BATCH_BYTES: usize = 256 * 1024;
 /// How long after the last full batch the writer keeps a buffer grown past four batches.
@@ -257,7 +263,11 @@ fn run(name: &str, shared: &Shared, mut target: impl Target) {
         } else if !full {
             // While events flow, let the next ones gather: a parked writer has to be
             // woken (a futex call on a shard's thread) for every event.
-            std::thread::sleep(LINGER);
+            std::thread::sleep(if events >= BUSY_PASS {
+                LINGER_BUSY
+            } else {
+                LINGER
+            });
         }
     }
 }
