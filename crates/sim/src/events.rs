@@ -111,7 +111,11 @@ pub(crate) fn ready(session: &SessionRecord, resume_url: &str) -> String {
         .collect();
     json!({
         "v": 10,
-        "user": {"id": "800000000000000001", "username": "shardkeeper-sim", "bot": true},
+        "user": {
+            "id": "800000000000000001", "username": "shardkeeper-sim", "discriminator": "0",
+            "global_name": null, "avatar": null, "bot": true, "verified": true,
+            "mfa_enabled": false, "flags": 0,
+        },
         "guilds": guilds,
         "session_id": session.id,
         "resume_gateway_url": resume_url,
@@ -121,11 +125,23 @@ pub(crate) fn ready(session: &SessionRecord, resume_url: &str) -> String {
     .to_string()
 }
 
-/// GUILD_CREATE's `d` for a small guild.
+/// GUILD_CREATE's `d` for a small guild, with every field Discord always sends (the
+/// guild's settings, its `@everyone` role, empty emoji and sticker lists…).
 pub(crate) fn guild_create(guild: u64, members: u32) -> String {
     json!({
         "id": guild.to_string(),
         "name": format!("guild {guild}"),
+        "owner_id": FIRST_MEMBER_ID.to_string(),
+        "afk_timeout": 300, "default_message_notifications": 1, "explicit_content_filter": 0,
+        "mfa_level": 0, "nsfw_level": 0, "premium_tier": 0, "verification_level": 1,
+        "premium_progress_bar_enabled": false, "system_channel_flags": 0,
+        "preferred_locale": "en-US", "features": [], "emojis": [], "stickers": [],
+        "roles": [{
+            "id": guild.to_string(), "name": "@everyone", "permissions": "1071698660929",
+            "position": 0, "color": 0,
+            "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
+            "hoist": false, "managed": false, "mentionable": false, "flags": 0,
+        }],
         "unavailable": false,
         "large": members > 250,
         "member_count": members,
@@ -137,17 +153,21 @@ pub(crate) fn guild_create(guild: u64, members: u32) -> String {
     .to_string()
 }
 
-/// MESSAGE_CREATE's `d`, padded to about `body_bytes`.
+/// MESSAGE_CREATE's `d`, padded to about `body_bytes`: every field Discord always sends
+/// for a guild message by a user (attachments, embeds, mentions, timestamps, the author's
+/// discriminator…), so a client that deserializes the full message type accepts it.
 pub(crate) fn message_create(guild: u64, n: u64, body_bytes: usize) -> String {
     let mut d = String::with_capacity(body_bytes + 64);
+    let sent = unix_micros();
+    let _ = write!(d, r#"{{"type":0,"tts":false,"timestamp":""#);
+    write_timestamp(&mut d, sent);
     let _ = write!(
         d,
-        r#"{{"id":"{}","channel_id":"{}","guild_id":"{guild}","author":{{"id":"{}","username":"member-{}","bot":false}},"type":0,"tts":false,"nonce":"{}","content":""#,
+        r#"","pinned":false,"nonce":"{sent}","mentions":[],"mention_roles":[],"mention_everyone":false,"id":"{}","flags":0,"embeds":[],"edited_timestamp":null,"components":[],"channel_id":"{}","author":{{"username":"member-{}","public_flags":0,"id":"{}","global_name":null,"discriminator":"0","bot":false,"avatar":null}},"attachments":[],"guild_id":"{guild}","content":""#,
         (guild << 1) + n,
         guild + 1,
-        FIRST_MEMBER_ID + n % 1000,
         n % 1000,
-        unix_micros(),
+        FIRST_MEMBER_ID + n % 1000,
     );
     let pad = body_bytes.saturating_sub(d.len() + 2);
     // Whole runs at a time: the simulator writes hundreds of thousands of these a second.
@@ -158,6 +178,37 @@ pub(crate) fn message_create(guild: u64, n: u64, body_bytes: usize) -> String {
     d.push_str(&RUN[..pad % RUN.len()]);
     d.push_str(r#""}"#);
     d
+}
+
+/// Appends `micros` after the Unix epoch as Discord writes timestamps (ISO 8601, UTC):
+/// `2025-12-02T06:35:37.123456+00:00`.
+fn write_timestamp(out: &mut String, micros: u128) {
+    let seconds = micros / 1_000_000;
+    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
+    let of_day = seconds % 86_400;
+    // Civil date from days since 1970-01-01, in 400-year eras starting on March 1st.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        of_day / 3_600,
+        of_day / 60 % 60,
+        of_day % 60,
+        micros % 1_000_000
+    );
 }
 
 /// Wall-clock microseconds, carried in MESSAGE_CREATE's `nonce` so a reader can measure
@@ -245,7 +296,9 @@ mod tests {
 
     use shardkeeper_protocol::shard_for_guild;
 
-    use super::{MemberQuery, SessionRecord, guild_ids, member_chunks, message_create};
+    use super::{
+        MemberQuery, SessionRecord, guild_ids, member_chunks, message_create, write_timestamp,
+    };
 
     #[test]
     fn generated_guilds_route_to_their_shard() {
@@ -275,6 +328,20 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_are_iso_8601_in_utc() {
+        for (micros, expected) in [
+            (0, "1970-01-01T00:00:00.000000+00:00"),
+            (951_782_400_000_001, "2000-02-29T00:00:00.000001+00:00"),
+            (1_764_657_337_123_456, "2025-12-02T06:35:37.123456+00:00"),
+            (4_107_542_399_999_999, "2100-02-28T23:59:59.999999+00:00"),
+        ] {
+            let mut out = String::new();
+            write_timestamp(&mut out, micros);
+            assert_eq!(out, expected);
+        }
+    }
+
+    #[test]
     fn message_bodies_have_the_requested_size_and_parse() {
         for size in [512, 2_000, 4_099] {
             let body = message_create(123 << 22, 7, size);
@@ -287,6 +354,23 @@ mod tests {
             assert_eq!(v["guild_id"], (123u64 << 22).to_string());
             let content = v["content"].as_str().expect("content");
             assert!(content.bytes().all(|b| b == b'x'), "{content}");
+            for field in [
+                "attachments",
+                "embeds",
+                "mentions",
+                "mention_roles",
+                "mention_everyone",
+                "pinned",
+                "timestamp",
+                "edited_timestamp",
+                "tts",
+                "type",
+                "id",
+                "channel_id",
+            ] {
+                assert!(v.get(field).is_some(), "{field} missing");
+            }
+            assert_eq!(v["author"]["discriminator"], "0");
         }
     }
 
