@@ -22,6 +22,15 @@ fn dispatch(seq: u64) -> String {
     )
 }
 
+/// A MESSAGE_CREATE as Discord sends it for a user's message in a guild (every field it
+/// always sends; the simulator's shape), about 600 bytes: many short strings.
+fn full_dispatch(seq: u64) -> String {
+    format!(
+        r#"{{"t":"MESSAGE_CREATE","s":{seq},"op":0,"d":{{"type":0,"tts":false,"timestamp":"2026-12-02T06:35:37.123456+00:00","pinned":false,"nonce":"1764657337123456","mentions":[],"mention_roles":[],"mention_everyone":false,"id":"{id}","flags":0,"embeds":[],"edited_timestamp":null,"components":[],"channel_id":"290926798999357250","author":{{"username":"member-42","public_flags":0,"id":"900000000000000042","global_name":null,"discriminator":"0","bot":false,"avatar":null}},"attachments":[],"guild_id":"41771983423143937","content":"hello there, this is a message of a typical length"}}}}"#,
+        id = 334_385_199_974_967_042_u64 + seq
+    )
+}
+
 fn zlib_messages(count: u64) -> Vec<Vec<u8>> {
     let mut compressor = Compress::new(Level::fast(), true);
     (0..count)
@@ -61,6 +70,14 @@ fn envelope(c: &mut Criterion) {
     group.bench_function("parse_dispatch_512b", |b| {
         b.iter(|| {
             let env = Envelope::parse(black_box(frame.as_bytes())).expect("parses");
+            black_box((env.op, env.s, env.d.map(|d| d.get().len())));
+        });
+    });
+    let full = full_dispatch(42);
+    group.throughput(Throughput::Bytes(full.len() as u64));
+    group.bench_function("parse_full_message_create", |b| {
+        b.iter(|| {
+            let env = Envelope::parse(black_box(full.as_bytes())).expect("parses");
             black_box((env.op, env.s, env.d.map(|d| d.get().len())));
         });
     });

@@ -77,6 +77,12 @@ pub struct JsonError {
     pub what: &'static str,
 }
 
+impl JsonError {
+    fn at(at: usize, what: &'static str) -> Self {
+        Self { at, what }
+    }
+}
+
 impl From<std::str::Utf8Error> for JsonError {
     fn from(err: std::str::Utf8Error) -> Self {
         Self {
@@ -99,6 +105,88 @@ fn equal_bytes(word: u64, byte: u8) -> u64 {
 /// Flags the ASCII bytes of `word` below 0x20; the lowest flag is always a real match.
 fn control_bytes(word: u64) -> u64 {
     word.wrapping_sub(ONES * 0x20) & !word & HIGHS
+}
+
+/// Flags the bytes of `word` that end a run of plain string bytes: a quote, a backslash,
+/// a control byte.
+#[inline]
+fn stops(word: u64) -> u64 {
+    equal_bytes(word, b'"') | equal_bytes(word, b'\\') | control_bytes(word)
+}
+
+/// The eight bytes of `bytes` at `at` as a little-endian word, if there are eight.
+#[inline]
+fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let chunk = bytes.get(at..at + 8)?;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    Some(u64::from_le_bytes(word))
+}
+
+/// Where the run of plain string bytes starting at `at` ends: at a quote, a backslash, a
+/// control byte, or the end of the document. Most strings (keys, ids, names) end within
+/// eight bytes, so one word is looked at first; a longer run goes in 32-byte blocks (a
+/// branch-free test the compiler turns into vector compares), then by words again, then
+/// by bytes at the end of the document.
+#[expect(
+    clippy::inline_always,
+    reason = "measured: inlined into every string, the envelope check is 12 % faster"
+)]
+#[inline(always)]
+fn plain_end(bytes: &[u8], mut at: usize) -> usize {
+    if let Some(word) = word_at(bytes, at) {
+        let found = stops(word);
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    long_plain_end(bytes, at)
+}
+
+/// [`plain_end`] past the first word: out of line, for the few long runs.
+fn long_plain_end(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(block) = bytes.get(at..at + 32) {
+        let found = block.iter().fold(0u8, |any, &b| {
+            any | u8::from(b == b'"') | u8::from(b == b'\\') | u8::from(b < 0x20)
+        });
+        if found != 0 {
+            break;
+        }
+        at += 32;
+    }
+    while let Some(word) = word_at(bytes, at) {
+        let found = stops(word);
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b'"' || byte == b'\\' || byte < 0x20 {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
+
+/// Checks the escape whose backslash is at `at`; returns where the string goes on.
+#[cold]
+fn escape_end(bytes: &[u8], at: usize) -> Result<usize, JsonError> {
+    match bytes.get(at + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(at + 2),
+        Some(b'u') => match bytes.get(at + 2..at + 6) {
+            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => Ok(at + 6),
+            _ => {
+                let bad = (at + 2..at + 6)
+                    .find(|&i| !bytes.get(i).is_some_and(u8::is_ascii_hexdigit))
+                    .unwrap_or(at + 2);
+                Err(JsonError::at(bad, "invalid \\u escape"))
+            }
+        },
+        _ => Err(JsonError::at(at + 1, "invalid escape")),
+    }
 }
 
 /// A cursor over a document.
@@ -153,99 +241,32 @@ impl<'a> Reader<'a> {
 
     /// Checks a string starting at its opening quote; returns its contents (between the
     /// quotes) and whether it holds escapes.
-    #[inline]
+    #[expect(
+        clippy::inline_always,
+        reason = "measured: inlined into every key and value, the envelope check is 12 % faster"
+    )]
+    #[inline(always)]
     pub(crate) fn string(&mut self) -> Result<(&'a [u8], bool), JsonError> {
         self.expect(b'"', "expected a string")?;
         let start = self.pos;
+        let bytes = self.bytes;
+        let mut at = start;
         let mut escaped = false;
         loop {
-            self.skip_plain();
-            match self.peek() {
+            at = plain_end(bytes, at);
+            match bytes.get(at) {
                 Some(b'"') => {
-                    let contents = &self.bytes[start..self.pos];
-                    self.pos += 1;
-                    return Ok((contents, escaped));
+                    self.pos = at + 1;
+                    return Ok((&bytes[start..at], escaped));
                 }
                 Some(b'\\') => {
                     escaped = true;
-                    self.escape()?;
+                    at = escape_end(bytes, at)?;
                 }
-                Some(_) => return self.fail("control character in a string"),
-                None => return self.fail("unterminated string"),
+                Some(_) => return Err(JsonError::at(at, "control character in a string")),
+                None => return Err(JsonError::at(at, "unterminated string")),
             }
         }
-    }
-
-    /// Skips bytes that need no attention inside a string. Most strings (keys, ids,
-    /// names) end within eight bytes, so one word is looked at first; a longer run goes
-    /// in 32-byte blocks (a branch-free test the compiler turns into vector compares),
-    /// then by words again, then by bytes at the end of the document.
-    #[inline]
-    fn skip_plain(&mut self) {
-        match self.plain_word() {
-            Some(true) => return,
-            Some(false) => {}
-            None => return self.plain_bytes(),
-        }
-        while let Some(block) = self.bytes.get(self.pos..self.pos + 32) {
-            let stops = block.iter().fold(0u8, |any, &b| {
-                any | u8::from(b == b'"') | u8::from(b == b'\\') | u8::from(b < 0x20)
-            });
-            if stops != 0 {
-                break;
-            }
-            self.pos += 32;
-        }
-        while let Some(stopped) = self.plain_word() {
-            if stopped {
-                return;
-            }
-        }
-        self.plain_bytes();
-    }
-
-    /// Moves to the first byte of the next eight that stops a run (true), or past all
-    /// eight (false); `None` when fewer than eight are left.
-    #[inline]
-    fn plain_word(&mut self) -> Option<bool> {
-        let chunk = self.bytes.get(self.pos..self.pos + 8)?;
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let stops = equal_bytes(word, b'"') | equal_bytes(word, b'\\') | control_bytes(word);
-        if stops == 0 {
-            self.pos += 8;
-            return Some(false);
-        }
-        self.pos += (stops.trailing_zeros() / 8) as usize;
-        Some(true)
-    }
-
-    fn plain_bytes(&mut self) {
-        while let Some(byte) = self.peek() {
-            if byte == b'"' || byte == b'\\' || byte < 0x20 {
-                return;
-            }
-            self.pos += 1;
-        }
-    }
-
-    fn escape(&mut self) -> Result<(), JsonError> {
-        self.pos += 1;
-        match self.peek() {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
-            Some(b'u') => {
-                self.pos += 1;
-                for _ in 0..4 {
-                    if !self.peek().is_some_and(|b| b.is_ascii_hexdigit()) {
-                        return self.fail("invalid \\u escape");
-                    }
-                    self.pos += 1;
-                }
-            }
-            _ => return self.fail("invalid escape"),
-        }
-        Ok(())
     }
 
     fn digits(&mut self) -> usize {
