@@ -261,7 +261,7 @@ fn run_once(
         t0.elapsed().as_secs_f64(),
     );
     let end_rss_kib = running.process.rss_kib();
-    let peak_rss_kib = peak_rss_kib(&running.process);
+    let peak_rss_kib = running.process.peak_rss_kib();
     let Running {
         process,
         counter,
@@ -370,16 +370,6 @@ fn reader_binary(base: &Path, compression: Compression) -> anyhow::Result<PathBu
         path.display()
     );
     Ok(path)
-}
-
-/// The process's peak resident memory in KiB (`VmHWM`).
-fn peak_rss_kib(process: &Shardkeeper) -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/status", process.child.id()))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
